@@ -1,0 +1,122 @@
+"""GenreGNN and RNN: graph builder against brute force, every conv runs forward/backward, shapes."""
+
+import math
+
+import pytest
+import torch
+
+from audiognn.models.genre_gnn import CONVS, GenreGNN, segment_frames_of, segment_knn_graph
+from audiognn.models.rnn import RNN
+
+
+def _brute_force_edges(feats, k, temporal, metric):
+    B, S, _ = feats.shape
+    edges = set()
+    for b in range(B):
+        for i in range(S):
+            d = []
+            for j in range(S):
+                if j == i:
+                    continue
+                u, v = feats[b, i].double(), feats[b, j].double()
+                if metric == "cosine":
+                    dist = 1 - float(u @ v) / (float(u.norm()) * float(v.norm()))
+                else:
+                    dist = math.sqrt(float(((u - v) ** 2).sum()))
+                d.append((dist, j))
+            for _, j in sorted(d)[:k]:
+                edges.add((b * S + j, b * S + i))
+            if temporal and i + 1 < S:
+                edges.add((b * S + i, b * S + i + 1))
+                edges.add((b * S + i + 1, b * S + i))
+    return edges
+
+
+@pytest.mark.parametrize("metric", ["cosine", "euclidean"])
+@pytest.mark.parametrize("temporal", [True, False])
+@pytest.mark.parametrize("k", [1, 3, 20])
+def test_segment_knn_graph_equals_brute_force(metric, temporal, k):
+    feats = torch.randn(3, 7, 5)
+    ei = segment_knn_graph(feats, k=k, temporal=temporal, metric=metric)
+    got = {tuple(e) for e in ei.t().tolist()}
+    assert got == _brute_force_edges(feats, min(k, 6), temporal, metric)
+    assert ei.shape[1] == len(got)  # no duplicates
+    if not temporal:
+        # every node receives exactly min(k, S-1) edges
+        assert torch.bincount(ei[1], minlength=21).tolist() == [min(k, 6)] * 21
+
+
+def test_segment_knn_graph_single_segment_has_no_edges():
+    assert segment_knn_graph(torch.randn(2, 1, 4), k=4).shape == (2, 0)
+
+
+def test_segments_cut_and_pad():
+    x = torch.arange(2 * 10 * 3, dtype=torch.float).view(2, 10, 3)
+    seg = segment_frames_of(x, 4, 3)  # starts 0, 3, 6 -> 3 segments, frame 9 dropped... (6+4=10 fits)
+    assert seg.shape == (2, 3, 4, 3)
+    assert torch.equal(seg[1, 2], x[1, 6:10])
+    short = segment_frames_of(x[:, :2], 4, 4)  # shorter than a segment: zero-padded
+    assert short.shape == (2, 1, 4, 3) and torch.equal(short[0, 0, 2:], torch.zeros(2, 3))
+
+
+def test_node_features_are_mfcc_statistics():
+    import torchaudio
+
+    m = GenreGNN(4, n_mels=32, segment_frames=5, n_mfcc=13)
+    x = torch.randn(2, 20, 32)
+    feats = m.node_features_of(x)  # [2, 4, 26]
+    # reference MFCC: torchaudio's MFCC transform applies the same DCT to a log-mel (log_mels=True on a
+    # mel spectrogram gives log(mel + 1e-6)); here we apply the DCT directly to the given log-mel
+    dct = torchaudio.functional.create_dct(13, 32, "ortho")
+    mfcc = x @ dct
+    assert feats.shape == (2, 4, 26)
+    torch.testing.assert_close(feats[1, 2, :13], mfcc[1, 10:15].mean(0))
+    torch.testing.assert_close(feats[1, 2, 13:], mfcc[1, 10:15].std(0, unbiased=False))
+
+
+@pytest.mark.parametrize("conv", CONVS)
+@pytest.mark.parametrize("node_features", ["mfcc", "logmel"])
+def test_every_conv_forward_backward(conv, node_features):
+    m = GenreGNN(5, n_mels=16, segment_frames=4, conv=conv, node_features=node_features, hidden=16,
+                 num_layers=2, heads=2, k=3)
+    x = torch.randn(3, 37, 16, requires_grad=True)
+    logits = m(x)
+    assert logits.shape == (3, 5)
+    assert m.embed(x).shape == (3, m.embed_dim)
+    logits.logsumexp(-1).sum().backward()
+    grads = [p.grad for p in m.parameters() if p.requires_grad]
+    assert all(g is not None and torch.isfinite(g).all() for g in grads)
+    assert any(g.abs().sum() > 0 for g in grads[-4:])
+    assert torch.isfinite(x.grad).all() and x.grad.abs().sum() > 0
+    # any T works, including a clip shorter than one segment
+    m.eval()
+    for T in (1, 4, 9, 100):
+        assert m(torch.randn(2, T, 16)).shape == (2, 5)
+
+
+def test_gnn_clips_are_independent():
+    m = GenreGNN(3, n_mels=16, segment_frames=4, hidden=16).eval()
+    x = torch.randn(4, 40, 16)
+    torch.testing.assert_close(m(x)[1:2], m(x[1:2]), rtol=1e-4, atol=1e-5)
+
+
+def test_bad_input_raises():
+    with pytest.raises(ValueError, match="conv must be one of"):
+        GenreGNN(3, conv="cheb")
+    with pytest.raises(ValueError, match=r"x \[B, T, 128\]"):
+        GenreGNN(3)(torch.randn(2, 10, 64))
+    with pytest.raises(ValueError, match="cell must be one of"):
+        RNN(3, cell="rnn")
+
+
+@pytest.mark.parametrize("cell", ["lstm", "gru"])
+@pytest.mark.parametrize("bidirectional", [True, False])
+def test_rnn_shapes_and_grads(cell, bidirectional):
+    m = RNN(4, cell=cell, bidirectional=bidirectional, n_mels=16, n_mfcc=8, hidden=8)
+    x = torch.randn(3, 25, 16)
+    out = m(x)
+    assert out.shape == (3, 4) and m.embed(x).shape == (3, m.embed_dim)
+    out.sum().backward()
+    assert all(torch.isfinite(p.grad).all() for p in m.parameters())
+    m.eval()
+    torch.testing.assert_close(m(x)[2:], m(x[2:]), rtol=1e-4, atol=1e-5)
