@@ -1,0 +1,44 @@
+"""Density-based clustering for the 'Density based clustering' row of seed 001 Table V (ablation).
+
+The paper does not name its density-based method. Chosen here: mean shift (Fukunaga & Hostetler 1975;
+Comaniciu & Meer 2002), which moves P seeds uphill on a Gaussian kernel density estimate of the nodes
+towards its modes (clusters = basins of attraction of the density), and is batched like FCM:
+
+    c_p <- sum_i K(x_i, c_p) x_i / sum_i K(x_i, c_p),     K(x, c) = exp(-||x - c||^2 / (2 h^2))
+
+for v iterations, seeds from cluster_init.py. Bandwidth h^2: per clip, the median over nodes of the
+squared distance to the nearest seed (lower median, a common heuristic). DBSCAN-like methods need N x N distances
+(N = 8192 in stage 1) and a variable cluster count, hence not used. L_i: the K centroids nearest to x_i.
+"""
+
+from __future__ import annotations
+
+import torch
+
+from audiognn.graph.cluster_init import init_centroids, squared_distance
+
+
+@torch.no_grad()
+def mean_shift(x: torch.Tensor, centroids: torch.Tensor, iters: int = 1, eps: float = 1e-12) -> torch.Tensor:
+    """x [B, N, C], seeds [B, P, C] -> centroids [B, P, C] after ``iters`` mean-shift steps."""
+    c = centroids
+    d2 = squared_distance(x, c)  # [B, N, P]
+    h2 = d2.min(-1).values.median(-1).values.clamp_min(eps).view(-1, 1, 1)  # [B, 1, 1]
+    for _ in range(iters):
+        w = torch.softmax(-d2 / (2 * h2), dim=1)  # kernel weights normalised over nodes, [B, N, P]
+        c = torch.einsum("bnp,bnc->bpc", w, x)
+        d2 = squared_distance(x, c)
+    return c
+
+
+class MeanShift(torch.nn.Module):
+    """Centroids and node scores (negative squared distance: larger = nearer)."""
+
+    def __init__(self, num_clusters: int = 50, iters: int = 1, init: str = "pool"):
+        super().__init__()
+        self.num_clusters, self.iters, self.init = num_clusters, iters, init
+
+    @torch.no_grad()
+    def forward(self, x: torch.Tensor, hw: tuple[int, int] | None = None) -> tuple[torch.Tensor, torch.Tensor]:
+        c = mean_shift(x, init_centroids(x, self.num_clusters, self.init, hw), self.iters)
+        return c, -squared_distance(x, c)

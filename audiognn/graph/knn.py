@@ -1,0 +1,72 @@
+"""Dense dilated k-NN graph of Vision GNN (seed 001 §II-B1 (i), ref. [10]), with pooled keys.
+
+    S_i = k-NN(x_i, X, k)                                                    (seed 001, §II-B1 (i))
+
+As in ViG / the official LHGNN code:
+- node features are L2-normalised over channels (no gradient flows through the graph construction);
+- keys are the nodes average-pooled by the stage's reduce ratio r (4, 2, 1, 1): M = N / r^2 keys;
+- distance  dist[i, j] = ||x_i||^2 - 2 x_i . y_j + ||y_j||^2 - R[i, j]  (R: relative_pos.py);
+- dilation d: take the k*d nearest keys (``topk(-dist, k*d)``) and keep every d-th of them.
+
+Hand-written because PyG's knn_graph needs torch-cluster (not installed here) and has no
+relative-position term or dilation. Queries are processed in chunks so the [B, n, M] distance block
+never exceeds ``max_elements`` entries (bounded memory for long inputs).
+"""
+
+from __future__ import annotations
+
+import torch
+import torch.nn.functional as F
+
+
+def pool_keys(x: torch.Tensor, reduce: int) -> torch.Tensor:
+    """Keys of the graph: x [B, C, H, W] -> avg-pooled [B, C, ceil(H/r), ceil(W/r)] (x itself if r = 1)."""
+    if reduce == 1:
+        return x
+    return F.avg_pool2d(x, reduce, reduce, ceil_mode=True)
+
+
+def effective_k_dilation(k: int, dilation: int, num_keys: int) -> tuple[int, int]:
+    """Clamp (k, d) so that k*d <= M for short inputs: lower d first, then k. Paper sizes are unchanged."""
+    k = min(k, num_keys)
+    dilation = max(1, min(dilation, num_keys // k))
+    return k, dilation
+
+
+@torch.no_grad()
+def dense_dilated_knn(
+    x: torch.Tensor,
+    y: torch.Tensor,
+    k: int,
+    dilation: int = 1,
+    relative_pos: torch.Tensor | None = None,
+    max_elements: int = 1 << 25,
+) -> torch.Tensor:
+    """Indices of the k dilated nearest keys of every query.
+
+    Args:
+        x: queries [B, N, C] (any scale; normalised here).
+        y: keys [B, M, C] (normalised here).
+        k, dilation: ViG's k and d.
+        relative_pos: R [N, M] (subtracted from the distance) or None.
+        max_elements: bound on B * n_chunk * M entries of one distance block.
+    Returns:
+        idx [B, N, k] int64 key indices, nearest first.
+    """
+    B, N, _ = x.shape
+    M = y.shape[1]
+    k, dilation = effective_k_dilation(k, dilation, M)
+    x = F.normalize(x.float(), p=2.0, dim=-1)  # [B, N, C]
+    y = F.normalize(y.float(), p=2.0, dim=-1)  # [B, M, C]
+    x_sq = (x * x).sum(-1, keepdim=True)  # [B, N, 1]
+    y_sq = (y * y).sum(-1).unsqueeze(1)  # [B, 1, M]
+    chunk = max(1, max_elements // max(1, B * M))
+    out = []
+    for s in range(0, N, chunk):
+        e = min(N, s + chunk)
+        dist = torch.baddbmm(x_sq[:, s:e] + y_sq, x[:, s:e], y.transpose(1, 2), alpha=-2.0)  # [B, n, M]
+        if relative_pos is not None:
+            dist = dist - relative_pos[s:e]
+        _, nn_idx = torch.topk(dist, k * dilation, dim=-1, largest=False)  # [B, n, k*d]
+        out.append(nn_idx[:, :, ::dilation])
+    return torch.cat(out, dim=1) if len(out) > 1 else out[0]

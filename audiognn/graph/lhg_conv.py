@@ -1,0 +1,135 @@
+"""Local-Higher order Graph convolution (seed 001 §II-B1, eqs. 3-4) and the Table IV / V ablations.
+
+    x_i'' = sigma( x_i (+) max(S_i - x_i) (+) max(L_i - x_i) )                          (3)
+    y_i   = x_i + h(x_i'')                                                               (4)
+
+S_i: the dilated k-NN of x_i among the pooled keys (knn.py); L_i: the K centroids of largest u^m from
+Fuzzy C-Means (fuzzy_cmeans.py); (+) concatenation; max elementwise over the set. This module computes
+sigma(.) of eq. 3; h and the residual of eq. 4 live in the Grapher (models/lhgnn.py).
+
+Implementation choices (paper silent, official code followed unless said):
+- max(S_i - x_i) = max_{j in S_i} x_j - x_i: one gather-max (max_gather.py), no x_i gather.
+- sigma is "an MLP with GELU": a 1x1 conv 3C -> 3C with groups = 4, BatchNorm, GELU (official
+  ``BasicConv``). The three terms are interleaved per channel ([x_c, local_c, cluster_c, ...], the
+  official ``stack(dim=2).reshape``) so every conv group sees all three terms.
+- Centroids carry no gradient (clustering under no_grad, as in the official code); the cluster term
+  still passes gradient through -x_i.
+- Table IV: ``kernel`` = "local" (x (+) max(S - x)), "higher" (x (+) max(L - x)) or "both" (eq. 3).
+  Table V: ``clustering`` = "fcm" (eqs. 1-2), "kmeans" or "density" (mean shift, density.py).
+"""
+
+from __future__ import annotations
+
+import torch
+from torch import nn
+
+from audiognn.graph.density import MeanShift
+from audiognn.graph.fuzzy_cmeans import FuzzyCMeans
+from audiognn.graph.kmeans import KMeans
+from audiognn.graph.knn import dense_dilated_knn, pool_keys
+from audiognn.graph.max_gather import max_gather
+from audiognn.graph.relative_pos import RelativePositionCache
+
+KERNELS = ("both", "local", "higher")
+CLUSTERINGS = ("fcm", "kmeans", "density")
+
+
+def build_clustering(name: str, num_clusters: int, m: float, iters: int, init: str) -> nn.Module:
+    if name == "fcm":
+        return FuzzyCMeans(num_clusters, m, iters, init)
+    if name == "kmeans":
+        return KMeans(num_clusters, iters, init)
+    if name == "density":
+        return MeanShift(num_clusters, iters, init)
+    raise ValueError(f"clustering {name!r} is not one of {CLUSTERINGS}")
+
+
+class LHGConv(nn.Module):
+    """x [B, C, H, W] -> x'' [B, t*C, H, W] (eq. 3; t = 3 for kernel "both", else 2).
+
+    Args:
+        channels: C (must be divisible by 4 for the relative position and the grouped conv).
+        k: neighbours in S_i (paper §II-C: 25). dilation: ViG dilation d. reduce: key pooling ratio r.
+        num_clusters: P (§II-C: 50). top_clusters: K (§II-C: 10). fcm_m: m (§II-B1: 2). cluster_iters: v (1).
+        cluster_init: "pool" (deterministic) or "randn" (official). relative_pos: add ViG's term.
+        rel_pos_cache: shared cache of relative positions (one per stage); built here if None.
+        groups: groups of the 1x1 conv of sigma (official: 4).
+    """
+
+    def __init__(
+        self,
+        channels: int,
+        k: int = 25,
+        dilation: int = 1,
+        reduce: int = 1,
+        num_clusters: int = 50,
+        top_clusters: int = 10,
+        kernel: str = "both",
+        clustering: str = "fcm",
+        fcm_m: float = 2.0,
+        cluster_iters: int = 1,
+        cluster_init: str = "pool",
+        relative_pos: bool = True,
+        rel_pos_cache: RelativePositionCache | None = None,
+        groups: int = 4,
+    ):
+        super().__init__()
+        if kernel not in KERNELS:
+            raise ValueError(f"LHG kernel {kernel!r} is not one of {KERNELS}")
+        self.channels, self.k, self.dilation, self.reduce = channels, k, dilation, reduce
+        self.kernel, self.top_clusters = kernel, top_clusters
+        self.use_local = kernel in ("both", "local")
+        self.use_higher = kernel in ("both", "higher")
+        self.terms = 1 + int(self.use_local) + int(self.use_higher)
+        self.cluster = (
+            build_clustering(clustering, num_clusters, fcm_m, cluster_iters, cluster_init) if self.use_higher else None
+        )
+        if relative_pos and self.use_local:
+            self.rel_pos = rel_pos_cache if rel_pos_cache is not None else RelativePositionCache(channels, reduce)
+        else:
+            self.rel_pos = None
+        width = self.terms * channels
+        if width % groups:
+            raise ValueError(f"LHGConv: {width} channels not divisible by groups={groups}")
+        self.nn = nn.Sequential(nn.Conv2d(width, width, 1, groups=groups), nn.BatchNorm2d(width), nn.GELU())
+
+    @property
+    def out_channels(self) -> int:
+        return self.terms * self.channels
+
+    def neighbours(self, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        """Keys [B, M, C] and k-NN indices [B, N, k] of x [B, C, H, W]."""
+        B, C, H, W = x.shape
+        y = pool_keys(x, self.reduce)  # [B, C, Hk, Wk]
+        keys = y.flatten(2).transpose(1, 2).contiguous()  # [B, M, C]
+        rel = self.rel_pos(H, W, x.device) if self.rel_pos is not None else None
+        idx = dense_dilated_knn(x.flatten(2).transpose(1, 2), keys, self.k, self.dilation, rel)  # [B, N, k]
+        return keys, idx
+
+    def clusters(self, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        """Centroids [B, P, C] and indices of L_i [B, N, K] (no gradient)."""
+        B, C, H, W = x.shape
+        with torch.no_grad():
+            nodes = x.detach().flatten(2).transpose(1, 2).float()  # [B, N, C]
+            c, score = self.cluster(nodes, (H, W))
+            top = score.topk(min(self.top_clusters, c.shape[1]), dim=-1).indices  # [B, N, K]
+        return c.to(x.dtype), top
+
+    def aggregate(self, x: torch.Tensor) -> torch.Tensor:
+        """The concatenation inside sigma(.) of eq. 3, interleaved per channel: [B, t*C, H, W]."""
+        B, C, H, W = x.shape
+        xf = x.flatten(2)  # [B, C, N]
+        terms = [xf]
+        if self.use_local:
+            keys, idx = self.neighbours(x)
+            terms.append(max_gather(keys, idx).transpose(1, 2) - xf)  # max(S_i - x_i), [B, C, N]
+        if self.use_higher:
+            c, top = self.clusters(x)
+            terms.append(max_gather(c, top).transpose(1, 2) - xf)  # max(L_i - x_i), [B, C, N]
+        return torch.stack(terms, dim=2).reshape(B, self.terms * C, H, W)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.nn(self.aggregate(x))
+
+    def extra_repr(self) -> str:
+        return f"C={self.channels}, kernel={self.kernel!r}, k={self.k}, d={self.dilation}, r={self.reduce}, K={self.top_clusters}"

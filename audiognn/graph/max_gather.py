@@ -1,0 +1,60 @@
+"""max_k over gathered neighbours without materialising the gathered tensor for autograd.
+
+    max_{j in S_i} (x_j - x_i) = max_{j in S_i} x_j - x_i          (the x_i gather is redundant)
+
+``max_gather(src, idx)[b, i, c] = max_j src[b, idx[b, i, j], c]``. A plain ``src[idx].amax(2)``
+keeps the [B, N, k, C] gather alive for its backward; this autograd Function gathers in chunks
+under no_grad, keeps only the arg-max key index per (node, channel) [B, N, C] (int32) and
+scatter-adds the gradient into ``src`` in the backward. Gradient at ties goes to one neighbour
+(like ``torch.max(dim)``). Hand-written: neither torch nor PyG offers a memory-lean gather-max.
+"""
+
+from __future__ import annotations
+
+import torch
+
+
+def _gather_max(src: torch.Tensor, idx: torch.Tensor, max_elements: int) -> tuple[torch.Tensor, torch.Tensor]:
+    B, M, C = src.shape
+    N, k = idx.shape[1], idx.shape[2]
+    flat = src.reshape(B * M, C)
+    offset = (torch.arange(B, device=idx.device) * M).view(B, 1, 1)
+    chunk = max(1, max_elements // max(1, B * k * C))
+    vals, args = [], []
+    for s in range(0, N, chunk):
+        e = min(N, s + chunk)
+        ii = idx[:, s:e]  # [B, n, k]
+        g = flat.index_select(0, (ii + offset).reshape(-1)).view(B, e - s, k, C)  # [B, n, k, C]
+        v, a = g.max(dim=2)  # [B, n, C]
+        vals.append(v)
+        args.append(ii.gather(2, a).to(torch.int32))  # key index of the max, [B, n, C]
+    if len(vals) == 1:
+        return vals[0], args[0]
+    return torch.cat(vals, 1), torch.cat(args, 1)
+
+
+class _MaxGather(torch.autograd.Function):
+    @staticmethod
+    def forward(ctx, src, idx, max_elements):
+        with torch.no_grad():
+            val, arg = _gather_max(src, idx, max_elements)
+        if ctx.needs_input_grad[0]:
+            ctx.save_for_backward(arg)
+        ctx.src_shape = src.shape
+        return val
+
+    @staticmethod
+    def backward(ctx, grad):
+        if not ctx.needs_input_grad[0]:
+            return None, None, None
+        (arg,) = ctx.saved_tensors
+        out = grad.new_zeros(ctx.src_shape)  # [B, M, C]
+        out.scatter_add_(1, arg.long(), grad)
+        return out, None, None
+
+
+def max_gather(src: torch.Tensor, idx: torch.Tensor, max_elements: int = 1 << 24) -> torch.Tensor:
+    """src [B, M, C], idx [B, N, k] (int64 in [0, M)) -> [B, N, C] = max over the k gathered rows."""
+    if idx.shape[-1] == 0:
+        raise ValueError("max_gather: idx has no neighbours (k = 0)")
+    return _MaxGather.apply(src, idx, max_elements)
