@@ -91,8 +91,8 @@ _UNSAFE = re.compile(r"[^A-Za-z0-9_-]+")
 
 def sanitize_key(text: str) -> str:
     """Map an identifier to a key of ``[A-Za-z0-9_-]`` (runs of other characters -> ``_``)."""
-    key = _UNSAFE.sub("_", text).strip("_")
-    return key or "clip"
+    key = _UNSAFE.sub("_", text)
+    return key if key.strip("_") else "clip"
 
 
 def dedupe_keys(clips: list[Clip], sources: list[str]) -> None:
@@ -136,7 +136,7 @@ def _require_file(path: Path, expected: str) -> Path:
 def _read_csv_dicts(path: Path, required: list[str], expected: str) -> list[tuple[int, dict]]:
     """Rows of a CSV with a header as (line number, dict); raise if the header lacks a required column."""
     _require_file(path, expected)
-    with open(path, newline="", encoding="utf-8") as f:
+    with open(path, newline="", encoding="utf-8-sig") as f:  # -sig: tolerate a BOM (spreadsheet exports)
         reader = csv.DictReader(f, skipinitialspace=True)
         header = [h.strip() for h in (reader.fieldnames or [])]
         missing = [c for c in required if c not in header]
@@ -321,8 +321,8 @@ class FolderReader:
                 if not sf.is_file() and (root / sf).is_file():
                     sf = root / sf
                 _require_file(sf, "a text file of clip names, one per line (e.g. blues.00000.wav)")
-                for ln, line in enumerate(sf.read_text(encoding="utf-8").splitlines(), 1):
-                    entry = line.strip()
+                for ln, line in enumerate(sf.read_text(encoding="utf-8-sig").splitlines(), 1):
+                    entry = line.split("\t")[0].strip()  # also "path<TAB>label" lists
                     if not entry or entry.startswith("#"):
                         continue
                     norm = _strip_ext(entry.replace("\\", "/").lstrip("./"), exts)
@@ -381,8 +381,11 @@ class FolderReader:
 
 
 def _strip_ext(name: str, exts: set[str]) -> str:
+    """Drop an audio extension (any of ``exts`` or the usual ones, so a list naming ``.au`` files
+    matches the ``.wav`` conversions of GTZAN)."""
     p = Path(name)
-    return name[: -len(p.suffix)] if p.suffix.lower() in exts else name
+    known = exts | set(FOLDER_EXTENSIONS) | {".mp3", ".aiff", ".aif"}
+    return name[: -len(p.suffix)] if p.suffix.lower() in known else name
 
 
 # ----------------------------------------------------------------------------------------------------
@@ -504,7 +507,7 @@ class FSD50KReader:
         gt = root / "FSD50K.ground_truth"
         vocab_path = _require_file(gt / "vocabulary.csv", "CSV without header: index,label,mid")
         by_index: dict[int, str] = {}
-        with open(vocab_path, newline="", encoding="utf-8") as f:
+        with open(vocab_path, newline="", encoding="utf-8-sig") as f:
             for ln, row in enumerate(csv.reader(f), 1):
                 if not row:
                     continue
@@ -730,7 +733,7 @@ class AudioSetReader:
                 seg, 'AudioSet segment CSV: "# comments", rows YTID, start_seconds, end_seconds, "mid1,mid2"'
             )
             n_rows = 0
-            with open(seg, newline="", encoding="utf-8") as f:
+            with open(seg, newline="", encoding="utf-8-sig") as f:
                 lines = [
                     (ln, line) for ln, line in enumerate(f, 1) if line.strip() and not line.startswith("#")
                 ]
@@ -854,7 +857,7 @@ class CSVReader:
             cf = _require_file(Path(args.classes), "a text file of class names, one per line")
             classes = [
                 ln.strip()
-                for ln in cf.read_text(encoding="utf-8").splitlines()
+                for ln in cf.read_text(encoding="utf-8-sig").splitlines()
                 if ln.strip() and not ln.strip().startswith("#")
             ]
             if not classes or len(set(classes)) != len(classes):

@@ -61,6 +61,7 @@ def test_sanitize_key_is_webdataset_safe():
     assert sanitize_key("blues.00000") == "blues_00000"  # no dot: webdataset splits keys at the first dot
     assert sanitize_key("a b/c:d.wav") == "a_b_c_d_wav"
     assert sanitize_key("--PJHxphWEs") == "--PJHxphWEs"
+    assert sanitize_key("_abcdefghij") == "_abcdefghij"  # YouTube ids are kept as they are
     assert sanitize_key("...") == "clip"
 
 
@@ -127,7 +128,9 @@ def test_folder_split_files(tmp_path):
         "# fault-filtered\nblues/blues.00000.wav\njazz.00000.wav\nrock.00000\n\nblues.00001\n"
     )
     (tmp_path / "valid_filtered.txt").write_text("blues/blues.00002.wav\njazz/jazz.00009.wav\n")
-    (tmp_path / "test_filtered.txt").write_text("rock/rock.00001.wav\nrock.00000.wav\n")
+    (tmp_path / "test_filtered.txt").write_text(
+        "rock/rock.00001.wav\nrock.00000.wav\n/data/gtzan/genres/rock/rock.00002.au\trock\n"
+    )
     (tmp_path / "extra.txt").write_text("jazz.00003\n")
     res = read_dataset(
         "folder",
@@ -149,13 +152,14 @@ def test_folder_split_files(tmp_path):
         "blues_00001": "train",
         "blues_00002": "val",
         "rock_00001": "test",
+        "rock_00002": "test",  # absolute path, .au name for a .wav file, "<TAB>label" column
         "jazz_00003": "holdout",
     }
     r = reasons(res)
     assert "no such audio file" in r["jazz_jazz_00009_wav"]  # listed but absent
     assert "already in split 'train'" in r["rock_00000"]  # listed twice
     unlisted = {k for k, v in r.items() if v.startswith("not in any split file")}
-    assert unlisted == {"blues_00003", "jazz_00001", "jazz_00002", "rock_00002", "rock_00003"}
+    assert unlisted == {"blues_00003", "jazz_00001", "jazz_00002", "rock_00003"}
 
 
 def test_folder_errors(tmp_path):
@@ -405,6 +409,13 @@ def test_csv_manifest_seeded_split_multiclass(tmp_path):
     assert "malformed" in reasons(res)["bad"]
     again = read_dataset("csv", [str(tmp_path / "m.csv"), "--val-fraction", "0.2", "--test-fraction", "0.1"])
     assert [(c.key, c.split) for c in again.clips] == [(c.key, c.split) for c in res.clips]
+
+
+def test_csv_manifest_with_bom(tmp_path):
+    touch(tmp_path / "a.wav")
+    (tmp_path / "m.csv").write_text("path,labels\na.wav,x\n", encoding="utf-8-sig")
+    res = read_dataset("csv", [str(tmp_path / "m.csv")])
+    assert [(c.key, c.labels, c.split) for c in res.clips] == [("a", ["x"], "train")]
 
 
 def test_csv_manifest_bad_header(tmp_path):
