@@ -15,10 +15,13 @@ Readers (``READERS``; the driver adds ``synthetic`` itself):
 
 Conventions shared by all readers:
 
-* A single bad row (unknown label, missing audio file, malformed row, duplicate) never raises: it is
-  left out and listed in ``ReadResult.failures`` as ``{"key", "path", "reason"}``. A missing dataset
-  root or a missing / malformed metadata file is fatal and raises :class:`ReaderError` naming the file
-  and the expected form.
+* A single bad row never raises: it is left out and listed in ``ReadResult.failures`` as
+  ``{"key", "path", "split", "reason", "detail"}`` — the driver's failure format: ``reason`` is a short
+  tag (``missing_file``, ``unknown_label``, ``no_label``, ``malformed_row``, ``duplicate``,
+  ``label_conflict``, ``multiple_labels``, ``ambiguous_name``, ``unsupported_format``,
+  ``not_in_split_files``), ``detail`` names the metadata file and line and what was wrong; ``split``
+  and ``path`` are None where unknown. A missing dataset root or a missing / malformed metadata file
+  is fatal and raises :class:`ReaderError` (a ``ValueError``) naming the file and the expected form.
 * Keys contain only ``[A-Za-z0-9_-]``: every other character, the dot included, becomes ``_``. The dot
   is excluded on purpose although tar allows it: webdataset splits a member name at the *first* dot of
   its basename to find the sample key (``tariterators.base_plus_ext``), so a key ``blues.00000`` would
@@ -117,8 +120,10 @@ def dedupe_keys(clips: list[Clip], sources: list[str]) -> None:
             clips[i].key = new
 
 
-def _failure(key: str, path: str | None, reason: str) -> dict:
-    return {"key": key, "path": path, "reason": reason}
+def _failure(key: str, path: str | None, reason: str, detail: str = "", split: str | None = None) -> dict:
+    """A rejected row: ``reason`` is a short tag (as the driver's own, e.g. ``missing_file``), ``detail``
+    says where (file:line) and what."""
+    return {"key": key, "path": path, "split": split, "reason": reason, "detail": detail}
 
 
 def _require_dir(path: Path, what: str) -> Path:
@@ -334,8 +339,10 @@ class FolderReader:
                             _failure(
                                 sanitize_key(entry),
                                 None,
+                                "missing_file",
                                 f"{where}: {entry!r} listed for split "
                                 f"{split!r} but no such audio file under {root}",
+                                split=split,
                             )
                         )
                         continue
@@ -344,8 +351,10 @@ class FolderReader:
                             _failure(
                                 sanitize_key(entry),
                                 None,
+                                "ambiguous_name",
                                 f"{where}: {entry!r} is ambiguous "
                                 f"(matches {[sources[i] for i in hits]}); give class/file",
+                                split=split,
                             )
                         )
                         continue
@@ -355,15 +364,19 @@ class FolderReader:
                             _failure(
                                 c.key,
                                 c.path,
+                                "duplicate",
                                 f"{where}: {entry!r} listed for split {split!r} "
                                 f"but already in split {c.split!r}; kept in {c.split!r}",
+                                split=split,
                             )
                         )
                         continue
                     c.split = split
             for c in clips:
                 if not c.split:
-                    failures.append(_failure(c.key, c.path, "not in any split file (skipped)"))
+                    failures.append(
+                        _failure(c.key, c.path, "not_in_split_files", "in no split file: skipped")
+                    )
             clips = [c for c in clips if c.split]
             note = "splits from files: " + ", ".join(args.split_files)
         else:
@@ -418,7 +431,11 @@ class ESC50Reader:
             fname = (row.get("filename") or "").strip()
             key = sanitize_key(Path(fname).stem) if fname else f"line{ln}"
             if None in row or any(row.get(c) is None for c in ("filename", "fold", "target", "category")):
-                failures.append(_failure(key, None, f"{meta}:{ln}: malformed row (wrong number of fields)"))
+                failures.append(
+                    _failure(
+                        key, None, "malformed_row", f"{meta}:{ln}: malformed row (wrong number of fields)"
+                    )
+                )
                 continue
             try:
                 fold, target = int(row["fold"]), int(row["target"])
@@ -427,6 +444,7 @@ class ESC50Reader:
                     _failure(
                         key,
                         None,
+                        "malformed_row",
                         f"{meta}:{ln}: malformed row: fold {row['fold']!r} / "
                         f"target {row['target']!r} not integers",
                     )
@@ -434,7 +452,9 @@ class ESC50Reader:
                 continue
             if not fname or not row["category"].strip():
                 failures.append(
-                    _failure(key, None, f"{meta}:{ln}: malformed row: empty filename or category")
+                    _failure(
+                        key, None, "malformed_row", f"{meta}:{ln}: malformed row: empty filename or category"
+                    )
                 )
                 continue
             if args.esc10 and str(row.get("esc10", "")).strip().lower() not in ("true", "1"):
@@ -453,13 +473,16 @@ class ESC50Reader:
                     _failure(
                         key,
                         None,
+                        "label_conflict",
                         f"{meta}:{ln}: category {cat!r} for target {target} conflicts with {names[target]!r}",
                     )
                 )
                 continue
             path = audio / fname
             if not path.is_file():
-                failures.append(_failure(key, str(path), "missing audio file"))
+                failures.append(
+                    _failure(key, str(path), "missing_file", "audio file not found", f"fold{fold}")
+                )
                 continue
             extra = {k: row[k] for k in ("esc10", "src_file", "take") if row.get(k) is not None}
             clips.append(
@@ -551,7 +574,10 @@ class FSD50KReader:
                 if None in row or any(row.get(c) is None for c in cols) or not fname:
                     failures.append(
                         _failure(
-                            key, None, f"{path}:{ln}: malformed row (wrong number of fields or empty fname)"
+                            key,
+                            None,
+                            "malformed_row",
+                            f"{path}:{ln}: malformed row (wrong number of fields or empty fname)",
                         )
                     )
                     continue
@@ -560,7 +586,10 @@ class FSD50KReader:
                     if split not in ("train", "val"):
                         failures.append(
                             _failure(
-                                key, None, f"{path}:{ln}: malformed row: split {split!r} is not train or val"
+                                key,
+                                None,
+                                "malformed_row",
+                                f"{path}:{ln}: malformed row: split {split!r} is not train or val",
                             )
                         )
                         continue
@@ -573,15 +602,17 @@ class FSD50KReader:
                         _failure(
                             key,
                             None,
+                            "unknown_label" if unknown else "no_label",
                             f"{path}:{ln}: unknown label(s) {unknown!r}"
                             if unknown
                             else f"{path}:{ln}: no labels",
+                            split,
                         )
                     )
                     continue
                 wav = adir / f"{fname}.wav"
                 if not wav.is_file():
-                    failures.append(_failure(key, str(wav), "missing audio file"))
+                    failures.append(_failure(key, str(wav), "missing_file", "audio file not found", split))
                     continue
                 clips.append(
                     Clip(
@@ -629,28 +660,33 @@ def _index_audioset_audio(audio_dir: Path) -> dict[str, list[tuple[Path, float |
     return index
 
 
-def _pick_audioset_file(cands: list[tuple[Path, float | None]], start: float) -> tuple[Path | None, str]:
+def _pick_audioset_file(cands: list[tuple[Path, float | None]], start: float) -> tuple[Path | None, str, str]:
+    """The file for one segment, or (None, reason tag, detail)."""
     usable = [(p, s) for p, s in cands if p.suffix.lower() in AUDIO_EXTENSIONS]
     if not usable:
         if cands:
             exts = sorted({p.suffix for p, _ in cands})
-            return None, (
-                f"audio found only with unsupported extension(s) {exts} (expected "
-                f"{', '.join(AUDIO_EXTENSIONS)}): {cands[0][0]}"
+            return (
+                None,
+                "unsupported_format",
+                (
+                    f"audio found only with unsupported extension(s) {exts} (expected "
+                    f"{', '.join(AUDIO_EXTENSIONS)}): {cands[0][0]}"
+                ),
             )
-        return None, "missing audio file (no downloaded clip with this YouTube id)"
+        return None, "missing_file", "no downloaded clip with this YouTube id"
     if len(usable) == 1:
-        return usable[0][0], ""
+        return usable[0][0], "", ""
     # several files for this id: prefer the one whose name carries this segment's start (s or ms)
     matching = [
         p for p, s in usable if s is not None and (abs(s - start) < 1e-3 or abs(s / 1000 - start) < 1e-3)
     ]
     if len(matching) == 1:
-        return matching[0], ""
+        return matching[0], "", ""
     plain = [p for p, s in usable if s is None]
     if not matching and len(plain) == 1:
-        return plain[0], ""
-    return None, f"ambiguous: several files for this id {sorted(str(p) for p, _ in usable)}"
+        return plain[0], "", ""
+    return None, "ambiguous_name", f"several files for this id {sorted(str(p) for p, _ in usable)}"
 
 
 class AudioSetReader:
@@ -748,6 +784,7 @@ class AudioSetReader:
                         _failure(
                             key,
                             None,
+                            "malformed_row",
                             f"{where}: malformed row, expected "
                             f'YTID, start_seconds, end_seconds, "mid1,mid2"; got {len(row)} fields',
                         )
@@ -758,7 +795,10 @@ class AudioSetReader:
                 except ValueError:
                     failures.append(
                         _failure(
-                            key, None, f"{where}: malformed row: start/end {row[1]!r}, {row[2]!r} not numbers"
+                            key,
+                            None,
+                            "malformed_row",
+                            f"{where}: malformed row: start/end {row[1]!r}, {row[2]!r} not numbers",
                         )
                     )
                     continue
@@ -769,9 +809,11 @@ class AudioSetReader:
                         _failure(
                             key,
                             None,
+                            "unknown_label" if unknown else "no_label",
                             f"{where}: unknown label(s) (mids) {unknown!r}"
                             if unknown
                             else f"{where}: no labels",
+                            split,
                         )
                     )
                     continue
@@ -780,15 +822,17 @@ class AudioSetReader:
                         _failure(
                             key,
                             None,
+                            "duplicate",
                             f"{where}: duplicate YouTube id {ytid!r} (already in "
                             f"split {seen[ytid]!r}; kept there)",
+                            split,
                         )
                     )
                     continue
-                path, why = _pick_audioset_file(index.get(ytid, []), start)
+                path, why_tag, why = _pick_audioset_file(index.get(ytid, []), start)
                 if path is None:
-                    missing[split] += why.startswith("missing")
-                    failures.append(_failure(key, None, f"{why} ({where})"))
+                    missing[split] += why_tag == "missing_file"
+                    failures.append(_failure(key, None, why_tag, f"{why} ({where})", split))
                     continue
                 seen[ytid] = split
                 labels = list(dict.fromkeys(mid_to_name[m] for m in mids))
@@ -878,16 +922,19 @@ class CSVReader:
                     _failure(
                         key,
                         None,
+                        "malformed_row",
                         f"{where}: malformed row (wrong number of fields or empty path); expected {expected}",
                     )
                 )
                 continue
             labels = list(dict.fromkeys(_split_labels(row["labels"])))
             if not labels:
-                failures.append(_failure(key, None, f"{where}: malformed row: no labels"))
+                failures.append(_failure(key, None, "no_label", f"{where}: no labels"))
                 continue
             if known is not None and (unknown := [lb for lb in labels if lb not in known]):
-                failures.append(_failure(key, None, f"{where}: unknown label(s) {unknown!r}"))
+                failures.append(
+                    _failure(key, None, "unknown_label", f"{where}: unknown label(s) {unknown!r}")
+                )
                 continue
             fold = None
             fold_str = (row.get("fold") or "").strip()
@@ -896,13 +943,20 @@ class CSVReader:
                     fold = int(fold_str)
                 except ValueError:
                     failures.append(
-                        _failure(key, None, f"{where}: malformed row: fold {fold_str!r} not an integer")
+                        _failure(
+                            key,
+                            None,
+                            "malformed_row",
+                            f"{where}: malformed row: fold {fold_str!r} not an integer",
+                        )
                     )
                     continue
             split = (row.get("split") or "").strip() or (f"fold{fold}" if fold is not None else "")
             path = Path(rel) if os.path.isabs(rel) else base / rel
             if not path.is_file():
-                failures.append(_failure(key, str(path), "missing audio file"))
+                failures.append(
+                    _failure(key, str(path), "missing_file", "audio file not found", split or None)
+                )
                 continue
             extra = {k: v for k, v in row.items() if k not in ("path", "labels", "split", "fold")}
             parsed.append((key, labels, split, str(path.resolve()), fold, {"path": rel, **extra}, rel))
@@ -915,7 +969,10 @@ class CSVReader:
                 if len(p[1]) > 1:
                     failures.append(
                         _failure(
-                            p[0], p[3], f"{len(p[1])} labels {p[1]!r} in a multi-class set (--no-multilabel)"
+                            p[0],
+                            p[3],
+                            "multiple_labels",
+                            f"{len(p[1])} labels {p[1]!r} in a multi-class set (--no-multilabel)",
                         )
                     )
                 else:

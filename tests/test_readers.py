@@ -45,12 +45,14 @@ def check_common(res: ReadResult) -> None:
         assert c.split
         json.dumps(c.meta)
     for f in res.failures:
-        assert set(f) == {"key", "path", "reason"} and f["reason"]
+        assert set(f) == {"key", "path", "split", "reason", "detail"} and f["detail"]
+        assert re.fullmatch(r"[a-z_]+", f["reason"]), f  # a short tag; the driver counts failures by it
     json.dumps(res.failures)
 
 
 def reasons(res: ReadResult) -> dict[str, str]:
-    return {f["key"]: f["reason"] for f in res.failures}
+    """key -> "reason: detail" (the last one where a key failed twice)."""
+    return {f["key"]: f"{f['reason']}: {f['detail']}" for f in res.failures}
 
 
 # ---------------------------------------------------------------------------------------------------
@@ -156,9 +158,13 @@ def test_folder_split_files(tmp_path):
         "jazz_00003": "holdout",
     }
     r = reasons(res)
-    assert "no such audio file" in r["jazz_jazz_00009_wav"]  # listed but absent
-    assert "already in split 'train'" in r["rock_00000"]  # listed twice
-    unlisted = {k for k, v in r.items() if v.startswith("not in any split file")}
+    assert (
+        r["jazz_jazz_00009_wav"].startswith("missing_file")
+        and "no such audio file" in r["jazz_jazz_00009_wav"]
+    )
+    assert r["rock_00000"].startswith("duplicate") and "already in split 'train'" in r["rock_00000"]
+    assert {f["split"] for f in res.failures if f["key"] == "rock_00000"} == {"test"}
+    unlisted = {k for k, v in r.items() if v.startswith("not_in_split_files")}
     assert unlisted == {"blues_00003", "jazz_00001", "jazz_00002", "rock_00003"}
 
 
@@ -214,10 +220,12 @@ def test_esc50(tmp_path):
         "5-104-A-1": (["rooster"], "fold5", 5),
     }
     r = reasons(res)
-    assert r["4-105-A-1"] == "missing audio file"
-    assert "not integers" in r["4-106-A-2"]
-    assert "wrong number of fields" in r["4-107-A-2"]
-    assert "conflicts with 'pig'" in r["4-108-A-2"]
+    assert r["4-105-A-1"] == "missing_file: audio file not found"
+    assert next(f["split"] for f in res.failures if f["key"] == "4-105-A-1") == "fold4"
+    assert r["4-106-A-2"].startswith("malformed_row") and "not integers" in r["4-106-A-2"]
+    assert r["4-107-A-2"].startswith("malformed_row") and "wrong number of fields" in r["4-107-A-2"]
+    assert r["4-108-A-2"].startswith("label_conflict") and "conflicts with 'pig'" in r["4-108-A-2"]
+    assert "esc50.csv:10" in r["4-108-A-2"]  # file and line
     esc10 = read_dataset("esc50", [str(root), "--esc10"])
     assert esc10.name == "esc10" and esc10.classes == ["dog"] and len(esc10.clips) == 2
 
@@ -263,10 +271,10 @@ def test_fsd50k(tmp_path):
         "37199": (["Guitar", "Dog"], "test"),
     }
     r = reasons(res)
-    assert "unknown label" in r["11"] and "Meow" in r["11"]
-    assert r["12"] == "missing audio file"
-    assert "not train or val" in r["13"]
-    assert "malformed" in r["14"]
+    assert r["11"].startswith("unknown_label") and "Meow" in r["11"] and "dev.csv:4" in r["11"]
+    assert r["12"] == "missing_file: audio file not found"
+    assert r["13"].startswith("malformed_row") and "not train or val" in r["13"]
+    assert r["14"].startswith("malformed_row")
 
 
 def test_fsd50k_malformed_vocabulary(tmp_path):
@@ -332,13 +340,13 @@ def test_audioset(tmp_path):
     clip = next(c for c in res.clips if c.key == "--PJHxphWEs")
     assert clip.meta["start"] == 30.0 and clip.meta["end"] == 40.0 and clip.meta["ytid"] == "--PJHxphWEs"
     assert sf.info(next(c.path for c in res.clips if c.key == "abcdefghijk")).frames == 160
-    failures = [(f["key"], f["reason"]) for f in res.failures]
-    r = dict(failures)
-    assert r["Ymissing000"].startswith("missing audio file")
-    assert "unknown label" in r["unknownmid0"]
-    assert "malformed" in r["badrow00000"]
-    assert "unsupported extension" in r["mp3only0000"]
-    assert any(k == "abcdefghijk" and "duplicate" in why for k, why in failures)
+    r = reasons(res)
+    assert r["Ymissing000"].startswith("missing_file") and "balanced_train_segments.csv:6" in r["Ymissing000"]
+    assert r["unknownmid0"].startswith("unknown_label") and "/m/zzz" in r["unknownmid0"]
+    assert r["badrow00000"].startswith("malformed_row")
+    assert r["mp3only0000"].startswith("unsupported_format") and ".mp3" in r["mp3only0000"]
+    assert r["abcdefghijk"].startswith("duplicate") and "already in split 'train'" in r["abcdefghijk"]
+    assert len(res.failures) == 5
     assert "not downloaded: train 1" in res.split_note
 
 
@@ -380,16 +388,16 @@ def test_csv_manifest_multilabel(tmp_path):
     assert got["sub_f"][1] in ("train", "val", "test")
     assert next(c for c in res.clips if c.key == "a").meta["source"] == "x"
     r = reasons(res)
-    assert r["missing"] == "missing audio file" and "no labels" in r["e"]
+    assert r["missing"] == "missing_file: audio file not found" and r["e"].startswith("no_label")
 
     (tmp_path / "classes.txt").write_text("dog\nbark\ncat\nmeow\n")
     res = read_dataset("csv", [str(tmp_path / "data" / "m.csv"), "--classes", str(tmp_path / "classes.txt")])
     assert res.classes == ["dog", "bark", "cat", "meow"]
-    assert "unknown label" in reasons(res)["d"] and "owl" in reasons(res)["d"]
+    assert reasons(res)["d"].startswith("unknown_label") and "owl" in reasons(res)["d"]
 
     res = read_dataset("csv", [str(tmp_path / "data" / "m.csv"), "--no-multilabel"])
     check_common(res)
-    assert not res.multilabel and "multi-class" in reasons(res)["a"]
+    assert not res.multilabel and reasons(res)["a"].startswith("multiple_labels")
     assert res.classes == ["cat", "dog", "owl"]
 
 
@@ -406,7 +414,7 @@ def test_csv_manifest_seeded_split_multiclass(tmp_path):
     assert not res.multilabel and res.classes == ["x", "y"]
     for cls in ("x", "y"):
         assert Counter(c.split for c in res.clips if c.labels == [cls]) == {"train": 7, "val": 2, "test": 1}
-    assert "malformed" in reasons(res)["bad"]
+    assert reasons(res)["bad"].startswith("malformed_row")
     again = read_dataset("csv", [str(tmp_path / "m.csv"), "--val-fraction", "0.2", "--test-fraction", "0.1"])
     assert [(c.key, c.split) for c in again.clips] == [(c.key, c.split) for c in res.clips]
 
