@@ -1,0 +1,152 @@
+"""Safe checkpoint loading: weights-only unpickling and clear errors that name the file.
+
+`torch.load` on a damaged file says "PytorchStreamReader failed reading zip archive" or raises a bare
+`EOFError` / `KeyError`, without the path; a Lightning `Trainer` passes these through. This module wraps
+loading so that every failure says which file, what was wrong and what to do:
+
+- `load_checkpoint(path)` -> dict: `torch.load(..., weights_only=True)` (tensors, containers and primitives
+  only: loading a checkpoint never runs code from it), then checks that it is a Lightning checkpoint
+  (a dict with a `state_dict` of tensors).
+- `SafeCheckpointIO`: the same as a Lightning `CheckpointIO` plugin, so `fit`/`test --ckpt_path`, `last`
+  and SLURM `hpc` checkpoints all load through it (`trainer.plugins` in conf/trainer/*.yaml).
+- `find_resume_checkpoint(run_dir)` / `python -m audiognn.checkpoint resume-path RUN_DIR`: the newest
+  loadable checkpoint of a run (SLURM `hpc_ckpt_*.ckpt` in the run directory or `checkpoints/last*.ckpt`),
+  skipping damaged ones; the sbatch scripts use it to resume after a requeue.
+"""
+
+from __future__ import annotations
+
+import argparse
+import pickle
+import sys
+import zipfile
+from collections.abc import Mapping
+from pathlib import Path
+from typing import Any
+
+import torch
+from lightning.pytorch.plugins.io import TorchCheckpointIO
+
+
+class CheckpointError(ValueError):
+    """A checkpoint file that is missing, damaged, unsafe to unpickle or not a Lightning checkpoint."""
+
+
+def load_checkpoint(path: str | Path, map_location: Any = "cpu", weights_only: bool = True) -> dict[str, Any]:
+    """Load a Lightning checkpoint with `torch.load(weights_only=True)` and check its form.
+
+    Raises `CheckpointError` naming `path` when the file is missing, truncated or corrupt, holds pickled
+    objects other than tensors/containers/primitives, or is not a dict with a `state_dict` of tensors
+    (e.g. a bare `model.state_dict()` or another program's file).
+    """
+    path = Path(path)
+    if not path.is_file():
+        raise CheckpointError(f"checkpoint {str(path)!r} does not exist (or is not a file)")
+    if path.stat().st_size == 0:
+        raise CheckpointError(f"checkpoint {str(path)!r} is empty (0 bytes): the save was interrupted; "
+                              "use an earlier checkpoint")
+    try:
+        ckpt = torch.load(path, map_location=map_location, weights_only=weights_only)
+    except pickle.UnpicklingError as e:
+        if "Weights only load failed" in str(e):
+            raise CheckpointError(
+                f"checkpoint {str(path)!r} contains pickled Python objects other than tensors, containers and "
+                "primitives, so it is not loaded (weights_only=True never runs code from a file). If you "
+                "trust its source, re-save its 'state_dict' with torch.save, or load it with "
+                f"SafeCheckpointIO(weights_only=False). torch said: {str(e).splitlines()[-1][:300]}"
+            ) from e
+        raise CheckpointError(f"checkpoint {str(path)!r} is corrupt or not a PyTorch file: {e}") from e
+    except (RuntimeError, EOFError, KeyError, zipfile.BadZipFile, OSError, ValueError) as e:
+        raise CheckpointError(
+            f"checkpoint {str(path)!r} ({path.stat().st_size} bytes) is truncated, corrupt or not a PyTorch "
+            f"file ({type(e).__name__}: {str(e)[:200]}); use an earlier checkpoint"
+        ) from e
+    check_lightning_checkpoint(ckpt, path)
+    return ckpt
+
+
+def check_lightning_checkpoint(ckpt: Any, path: str | Path) -> None:
+    """Raise `CheckpointError` naming `path` unless `ckpt` looks like a Lightning checkpoint."""
+    if not isinstance(ckpt, Mapping):
+        raise CheckpointError(
+            f"checkpoint {str(path)!r} holds a {type(ckpt).__name__}, not a Lightning checkpoint dict "
+            "with a 'state_dict' key"
+        )
+    if "state_dict" not in ckpt:
+        keys = sorted(map(str, ckpt))[:8]
+        hint = (" It looks like a bare model state_dict: wrap it as {'state_dict': ..., "
+                "'pytorch-lightning_version': ...}." if keys and all(isinstance(v, torch.Tensor)
+                                                                    for v in ckpt.values()) else "")
+        raise CheckpointError(
+            f"checkpoint {str(path)!r} is not a Lightning checkpoint: no 'state_dict' key (keys: {keys}).{hint}"
+        )
+    sd = ckpt["state_dict"]
+    if not isinstance(sd, Mapping) or not all(isinstance(v, torch.Tensor) for v in sd.values()):
+        raise CheckpointError(f"checkpoint {str(path)!r}: 'state_dict' is not a mapping of names to tensors")
+
+
+class SafeCheckpointIO(TorchCheckpointIO):
+    """Lightning `CheckpointIO` that loads through `load_checkpoint` (weights-only, clear errors).
+
+    Saving is Lightning's own (atomic write). `weights_only=False` is an explicit opt-out for trusted
+    legacy files; Lightning's per-call `weights_only` argument can only tighten it.
+    """
+
+    def __init__(self, weights_only: bool = True) -> None:
+        super().__init__()
+        self.weights_only = weights_only
+
+    def load_checkpoint(self, path, map_location=None, weights_only: bool | None = None) -> dict[str, Any]:
+        return load_checkpoint(path, map_location=map_location,
+                               weights_only=self.weights_only or bool(weights_only))
+
+
+def find_resume_checkpoint(run_dir: str | Path) -> Path | None:
+    """The newest loadable checkpoint of a run, or None.
+
+    Candidates: Lightning's SLURM `hpc_ckpt_*.ckpt` (written on the requeue signal into the trainer's
+    `default_root_dir`) and `checkpoints/last*.ckpt` (ModelCheckpoint `save_last`). Lightning's own
+    `ckpt_path="last"` ignores hpc checkpoints and `ckpt_path=None` ignores newer `last.ckpt` files
+    (a requeue after a node failure); this picks the newest by modification time and skips files that
+    do not load (a save killed half-way).
+    """
+    run_dir = Path(run_dir)
+    candidates = [*run_dir.glob("hpc_ckpt_*.ckpt"), *run_dir.glob("checkpoints/last*.ckpt")]
+    for path in sorted(candidates, key=lambda p: p.stat().st_mtime, reverse=True):
+        try:
+            load_checkpoint(path)
+        except CheckpointError as e:
+            print(f"skipping {e}", file=sys.stderr)
+            continue
+        return path
+    return None
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(prog="python -m audiognn.checkpoint", description=__doc__.split("\n")[0])
+    sub = parser.add_subparsers(dest="cmd", required=True)
+    p = sub.add_parser("resume-path", help="print the newest loadable checkpoint of RUN_DIR (nothing if none)")
+    p.add_argument("run_dir")
+    p = sub.add_parser("check", help="load checkpoints safely and print their step and number of tensors")
+    p.add_argument("paths", nargs="+")
+    args = parser.parse_args(argv)
+    if args.cmd == "resume-path":
+        found = find_resume_checkpoint(args.run_dir)
+        if found is not None:
+            print(found)
+        return 0
+    status = 0
+    for path in args.paths:
+        try:
+            ckpt = load_checkpoint(path)
+        except CheckpointError as e:
+            print(f"error: {e}", file=sys.stderr)
+            status = 1
+            continue
+        print(f"{path}: epoch={ckpt.get('epoch')} global_step={ckpt.get('global_step')} "
+              f"tensors={len(ckpt['state_dict'])} averaged={'current_model_state' in ckpt}")
+    return status
+
+
+if __name__ == "__main__":
+    sys.exit(main())
