@@ -128,7 +128,7 @@ def _failure(key: str, path: str | None, reason: str, detail: str = "", split: s
 
 def _require_dir(path: Path, what: str) -> Path:
     if not path.is_dir():
-        raise ReaderError(f"{what}: directory {str(path)!r} does not exist (expected {what} there)")
+        raise ReaderError(f"directory {str(path)!r} does not exist; expected the {what}")
     return path
 
 
@@ -228,7 +228,9 @@ def _parse_split_file_arg(arg: str) -> tuple[str, str]:
 
 
 class FolderReader:
-    """A folder per class: ``ROOT/<class>/<file>.{wav,flac,ogg,au}`` (GTZAN ``genres/<genre>/...``).
+    """A folder per class (GTZAN genres/<genre>/*.wav); multi-class.
+
+    Layout: ``ROOT/<class>/<file>.{wav,flac,ogg,au}`` (GTZAN ``genres/<genre>/<genre>.000NN.wav``).
 
     ``root`` may be the folder of class folders or its parent holding ``genres/``. Classes are the
     sorted names of the class folders that contain audio (any depth below the class folder). Files
@@ -406,8 +408,9 @@ def _strip_ext(name: str, exts: set[str]) -> str:
 
 
 class ESC50Reader:
-    """ESC-50 (Piczak 2015): ``ROOT/meta/esc50.csv`` (filename,fold,target,category,esc10,src_file,take)
-    and ``ROOT/audio/<filename>``. Classes are the categories ordered by ``target``; split is
+    """ESC-50 (meta/esc50.csv, audio/); split = fold1..fold5; multi-class.
+
+    ESC-50 (Piczak 2015): ``ROOT/meta/esc50.csv`` (filename,fold,target,category,esc10,src_file,take) and ``ROOT/audio/<filename>``. Classes are the categories ordered by ``target``; split is
     ``fold<fold>`` (five-fold cross-validation). ``--esc10`` keeps the ESC-10 subset (rows with
     esc10 True), its classes ordered by target."""
 
@@ -512,7 +515,9 @@ def _split_labels(field_value: str) -> list[str]:
 
 
 class FSD50KReader:
-    """FSD50K (Fonseca et al. 2022): ``ROOT/FSD50K.ground_truth/{dev.csv, eval.csv, vocabulary.csv}``,
+    """FSD50K (FSD50K.ground_truth/, FSD50K.{dev,eval}_audio/); official train/val, eval -> test; multi-label.
+
+    FSD50K (Fonseca et al. 2022): ``ROOT/FSD50K.ground_truth/{dev.csv, eval.csv, vocabulary.csv}``,
     audio in ``ROOT/FSD50K.dev_audio/<fname>.wav`` and ``ROOT/FSD50K.eval_audio/<fname>.wav``.
     ``vocabulary.csv`` has no header: ``index,label,mid``; classes are its labels in index order.
     ``dev.csv``: ``fname,labels,mids,split`` with split train/val (the official split); ``eval.csv``:
@@ -690,7 +695,9 @@ def _pick_audioset_file(cands: list[tuple[Path, float | None]], start: float) ->
 
 
 class AudioSetReader:
-    """AudioSet (Gemmeke et al. 2017): segment CSVs in the official format — lines starting with ``#``
+    """AudioSet (segment CSVs, class_labels_indices.csv, clips named by YouTube id); multi-label.
+
+    AudioSet (Gemmeke et al. 2017): segment CSVs in the official format — lines starting with ``#``
     are comments, rows ``YTID, start_seconds, end_seconds, "mid1,mid2"`` — the ontology index
     ``class_labels_indices.csv`` (header ``index,mid,display_name``), and a folder of downloaded clips
     named by YouTube id (searched recursively; names accepted: see :func:`_index_audioset_audio`).
@@ -863,7 +870,9 @@ class AudioSetReader:
 
 
 class CSVReader:
-    """A generic manifest: a CSV with header ``path,labels[,split][,fold]`` (extra columns are kept in
+    """A generic CSV manifest (path,labels[,split][,fold]); root = the manifest file.
+
+    A generic manifest: a CSV with header ``path,labels[,split][,fold]`` (extra columns are kept in
     ``meta``). ``path`` is relative to the manifest's folder (or absolute). ``labels``: one or more
     class names; several go in a quoted field separated by ``;`` — or by ``,`` when the field has no
     ``;`` (so a class name containing a comma needs ``;`` separators). ``--classes FILE``: one class
