@@ -277,6 +277,7 @@ class FolderReader:
         def class_dirs(d: Path) -> list[Path]:
             return sorted(p for p in d.iterdir() if p.is_dir() and not p.name.startswith("."))
 
+        given_root = root
         if (root / "genres").is_dir():  # the parent of GTZAN's genres/ was given
             root = root / "genres"
 
@@ -325,8 +326,9 @@ class FolderReader:
             for arg in args.split_files:
                 path_str, split = _parse_split_file_arg(arg)
                 sf = Path(path_str)
-                if not sf.is_file() and (root / sf).is_file():
-                    sf = root / sf
+                for base in (given_root, root):  # relative names: working directory, then the root(s)
+                    if not sf.is_file() and not sf.is_absolute() and (base / sf).is_file():
+                        sf = base / sf
                 _require_file(sf, "a text file of clip names, one per line (e.g. blues.00000.wav)")
                 for ln, line in enumerate(sf.read_text(encoding="utf-8-sig").splitlines(), 1):
                     entry = line.split("\t")[0].strip()  # also "path<TAB>label" lists
@@ -751,10 +753,13 @@ class AudioSetReader:
             by_index[idx] = (mid, disp)
         if not by_index or sorted(by_index) != list(range(len(by_index))):
             raise ReaderError(f"{labels_csv}: indices must be 0..K-1 without gaps")
-        classes = [by_index[i][1] for i in range(len(by_index))]
-        if len(set(classes)) != len(classes):
-            raise ReaderError(f"{labels_csv}: display names are not unique")
-        mid_to_name = {by_index[i][0]: by_index[i][1] for i in by_index}
+        classes = []
+        for i in range(len(by_index)):  # a repeated display name gets its mid appended to stay unique
+            mid, disp = by_index[i]
+            classes.append(disp if disp not in classes else f"{disp} ({mid})")
+        mid_to_name = {by_index[i][0]: classes[i] for i in range(len(classes))}
+        if len(mid_to_name) != len(classes):
+            raise ReaderError(f"{labels_csv}: mids are not unique")
 
         audio_dir = Path(args.audio_dir)
         audio_dir = audio_dir if audio_dir.is_absolute() else root / audio_dir

@@ -133,16 +133,16 @@ def test_folder_split_files(tmp_path):
     (tmp_path / "test_filtered.txt").write_text(
         "rock/rock.00001.wav\nrock.00000.wav\n/data/gtzan/genres/rock/rock.00002.au\trock\n"
     )
-    (tmp_path / "extra.txt").write_text("jazz.00003\n")
+    (root / "extra.txt").write_text("jazz.00003\n")  # found relative to the root
     res = read_dataset(
         "folder",
         [
-            str(root / "genres"),
+            str(root),
             "--split-files",
             str(tmp_path / "train_filtered.txt"),
             str(tmp_path / "valid_filtered.txt"),
             str(tmp_path / "test_filtered.txt"),
-            f"{tmp_path / 'extra.txt'}:holdout",
+            "extra.txt:holdout",
         ],
     )
     check_common(res)
@@ -438,3 +438,12 @@ def test_registry():
     assert set(READERS) == {"folder", "esc50", "fsd50k", "audioset", "csv"}
     for name, cls in READERS.items():
         assert cls.name == name
+
+
+def test_audioset_repeated_display_name_kept_apart(tmp_path):
+    (tmp_path / "class_labels_indices.csv").write_text("index,mid,display_name\n0,/m/a,Bell\n1,/m/b,Bell\n")
+    (tmp_path / "seg.csv").write_text(AS_HEADER + 'abcdefghijk, 0.000, 10.000, "/m/b"\n')
+    touch(tmp_path / "audio" / "abcdefghijk.wav")
+    res = read_dataset("audioset", [str(tmp_path), "--segments", "seg.csv:train"])
+    check_common(res)
+    assert res.classes == ["Bell", "Bell (/m/b)"] and res.clips[0].labels == ["Bell (/m/b)"]
