@@ -45,6 +45,11 @@ def load_checkpoint(path: str | Path, map_location: Any = "cpu", weights_only: b
     if path.stat().st_size == 0:
         raise CheckpointError(f"checkpoint {str(path)!r} is empty (0 bytes): the save was interrupted; "
                               "use an earlier checkpoint")
+    if not zipfile.is_zipfile(path):  # torch.save (since 1.6) and Lightning always write a zip archive
+        raise CheckpointError(
+            f"checkpoint {str(path)!r} ({path.stat().st_size} bytes) is truncated, corrupt or not a PyTorch "
+            "file (not a zip archive as torch.save writes); use an earlier checkpoint"
+        )
     try:
         ckpt = torch.load(path, map_location=map_location, weights_only=weights_only)
     except pickle.UnpicklingError as e:
