@@ -118,6 +118,8 @@ def _read_shard(url: str, skip: bool, counter):
 
 def split_sizes(total: int, parts: int) -> list[int]:
     """``total`` items in ``parts`` chunks whose sizes differ by at most one."""
+    if parts == 0:
+        return []
     q, r = divmod(total, parts)
     return [q + (i < r) for i in range(parts)]
 

@@ -1,0 +1,167 @@
+"""AudioShardDataModule: rank/worker splitting, exactness, corrupt shards, on-device augmentation."""
+
+import io
+import json
+from types import SimpleNamespace
+
+import numpy as np
+import pytest
+import torch
+import webdataset as wds
+from torch.utils.data import DataLoader
+
+from datamodules.audio_shards import AudioShardDataModule, ShardError, ShardStream
+
+T, F, C = 8, 16, 3
+
+
+def make_shards(root, counts, split="train", extra_splits=None):
+    """Shards with tiny fake mels: clip i has every value = i (so keys and values can be checked)."""
+    root.mkdir(parents=True, exist_ok=True)
+    splits, i = {}, 0
+    for name, cnts in {split: counts, **(extra_splits or {})}.items():
+        shards = []
+        for s, n in enumerate(cnts):
+            fname = f"{name}-{s:06d}.tar"
+            with open(root / fname, "wb") as fh, wds.TarWriter(fh, encoder=False) as w:
+                for _ in range(n):
+                    buf = io.BytesIO()
+                    np.save(buf, np.full((T, F), i, np.float16))
+                    meta = {"labels": [i % C], "split": name, "valid_frames": T}
+                    w.write({"__key__": f"clip{i:05d}", "mel.npy": buf.getvalue(), "json": json.dumps(meta).encode()})
+                    i += 1
+            shards.append(fname)
+        splits[name] = {"shards": shards, "counts": list(cnts), "clips": sum(cnts)}
+    info = {"classes": [f"c{k}" for k in range(C)], "multilabel": False, "splits": splits,
+            "features": {"target_frames": T, "num_mel_bins": F}, "norm": {"mean": 1.0, "std": 2.0}}
+    (root / "dataset.json").write_text(json.dumps(info))
+    return info
+
+
+def stream_batches(root, info, split, mode, rank, world, workers, batch_size=3, epoch=0):
+    urls = [str(root / s) for s in info["splits"][split]["shards"]]
+    ds = ShardStream(urls, info["splits"][split]["counts"], C, batch_size, mode, seed=1, shuffle_buffer=4)
+    ds.rank, ds.world, ds.num_workers, ds.epoch = rank, world, max(1, workers), epoch
+    loader = DataLoader(ds, batch_size=None, num_workers=workers)
+    return [b["key"] for b in loader], len(ds)
+
+
+@pytest.mark.parametrize("counts,workers", [([5, 3, 7, 1, 4], 2), ([9], 2), ([2, 11], 0)])
+def test_exact_mode_two_ranks_disjoint_complete_equal_batches(tmp_path, counts, workers):
+    info = make_shards(tmp_path, counts)
+    total = sum(counts)
+    for epoch in (0, 1):
+        seen, nbatches = [], []
+        for rank in (0, 1):
+            batches, length = stream_batches(tmp_path, info, "train", "exact", rank, 2, workers, epoch=epoch)
+            assert all(len(b) >= 1 for b in batches)
+            assert len(batches) == length  # len() of the loader is exact
+            nbatches.append(len(batches))
+            seen.append([k for b in batches for k in b])
+        assert nbatches[0] == nbatches[1]  # DDP never waits on a rank that ran out
+        assert not set(seen[0]) & set(seen[1])  # disjoint
+        assert sorted(seen[0] + seen[1]) == [f"clip{i:05d}" for i in range(total)]  # each clip exactly once
+        if epoch == 0:
+            first = set(seen[0])
+    assert first != set(seen[0])  # a new epoch deals the clips anew
+
+
+def test_resampled_mode_equal_batches_per_rank(tmp_path):
+    info = make_shards(tmp_path, [5, 3, 7])
+    counts = [stream_batches(tmp_path, info, "train", "resampled", r, 2, 2)[0] for r in (0, 1)]
+    assert len(counts[0]) == len(counts[1]) == 2 * 2  # ceil(ceil(15 / (3·2)) / 2) = 2 per worker
+    assert all(len(b) == 3 for b in counts[0])
+
+
+@pytest.mark.parametrize("counts", [[4, 4, 3], [10]])
+def test_eval_mode_every_clip_exactly_once_over_ranks(tmp_path, counts):
+    info = make_shards(tmp_path, counts)
+    seen = []
+    for rank in (0, 1):
+        batches, length = stream_batches(tmp_path, info, "train", "eval", rank, 2, 2)
+        assert len(batches) == length
+        seen += [k for b in batches for k in b]
+    assert sorted(seen) == [f"clip{i:05d}" for i in range(sum(counts))]
+
+
+def test_truncated_shard_error_names_it_or_is_skipped_and_counted(tmp_path):
+    info = make_shards(tmp_path, [4, 4, 4])
+    bad = tmp_path / "train-000001.tar"
+    bad.write_bytes(bad.read_bytes()[:3000])
+    with pytest.raises(ShardError, match="train-000001.tar"):
+        stream_batches(tmp_path, info, "train", "eval", 0, 1, 0)
+    dm = AudioShardDataModule(root=str(tmp_path), batch_size=4, num_workers=0, skip_corrupt_shards=True,
+                              val_splits=["train"])
+    dm.setup("validate")
+    with pytest.warns(UserWarning, match="train-000001.tar"):
+        keys = [k for b in dm.val_dataloader() for k in b["key"]]
+    assert dm.corrupt_shards == 1
+    assert set(keys) >= {f"clip{i:05d}" for i in list(range(4)) + list(range(8, 12))}
+
+
+def _dm(tmp_path, **kw):
+    make_shards(tmp_path, [4])
+    dm = AudioShardDataModule(root=str(tmp_path), batch_size=4, num_workers=0, val_splits=["train"], **kw)
+    dm.setup("fit")
+    return dm
+
+
+def test_mixup_mixes_labels_by_the_same_lambda_as_features(tmp_path):
+    dm = _dm(tmp_path, mixup_alpha=0.5, mixup_prob=1.0)
+    b = 64
+    x = torch.arange(b, dtype=torch.float32).view(b, 1, 1).expand(b, T, F).clone()  # example i is all i
+    y = torch.nn.functional.one_hot(torch.arange(b) % C, C).float()
+    xm, ym = dm.mixup(x, y)
+    lam, perm = dm.last_mixup
+    partner = perm
+    for i in range(b):
+        j = int(partner[i])
+        if j == i:
+            continue
+        lam_x = (xm[i, 0, 0] - j) / (i - j)  # λ recovered from the features alone
+        assert torch.allclose(xm[i], xm[i, 0, 0].expand(T, F))
+        expect_y = lam_x * y[i] + (1 - lam_x) * y[j]
+        torch.testing.assert_close(ym[i], expect_y, atol=1e-5, rtol=0)
+    assert 0.05 < lam.std() and ((lam > 0) & (lam < 1)).all()  # per-example λ ~ Beta(0.5, 0.5)
+
+
+def test_mixup_probability_leaves_some_examples_unmixed(tmp_path):
+    dm = _dm(tmp_path, mixup_alpha=10.0, mixup_prob=0.5)  # the official code / AST parametrisation
+    torch.manual_seed(3)
+    x, y = torch.randn(400, T, F), torch.rand(400, C)
+    dm.mixup(x, y)
+    lam = dm.last_mixup[0]
+    frac_unmixed = (lam == 1).float().mean().item()
+    assert 0.4 < frac_unmixed < 0.6
+    mixed = lam[lam < 1]
+    assert abs(mixed.mean().item() - 0.5) < 0.05 and mixed.std().item() < 0.15  # Beta(10, 10)
+
+
+def test_specaugment_masks_within_widths_and_per_example(tmp_path):
+    dm = _dm(tmp_path, freq_mask=6, time_mask=3)
+    x = torch.ones(32, T, F)
+    out = dm.spec_augment(x)
+    patterns = set()
+    for e in out:
+        zero_f = torch.nonzero((e == 0).all(0)).flatten().tolist()  # fully masked mel bins
+        zero_t = torch.nonzero((e == 0).all(1)).flatten().tolist()  # fully masked frames
+        if zero_f:
+            assert zero_f == list(range(zero_f[0], zero_f[-1] + 1)) and len(zero_f) < 6
+        if zero_t:
+            assert zero_t == list(range(zero_t[0], zero_t[-1] + 1)) and len(zero_t) < 3
+        assert ((e == 0) == ((e == 0).all(0, keepdim=True) | (e == 0).all(1, keepdim=True))).all()
+        patterns.add((tuple(zero_f), tuple(zero_t)))
+    assert len(patterns) > 4  # masks drawn per example
+
+
+def test_augmentation_only_while_training_and_normalisation_always(tmp_path):
+    dm = _dm(tmp_path, mixup_alpha=0.5, mixup_prob=1.0, freq_mask=6, time_mask=3)
+    batch = next(iter(dm.val_dataloader()))
+    dm.trainer = SimpleNamespace(training=False)
+    out = dm.on_after_batch_transfer(batch, 0)
+    torch.testing.assert_close(out["x"], (batch["x"].float() - 1.0) / 2.0)  # dataset.json mean 1, std 2
+    torch.testing.assert_close(out["y"], batch["y"])
+    dm.trainer = SimpleNamespace(training=True)
+    torch.manual_seed(0)
+    out = dm.on_after_batch_transfer(batch, 0)
+    assert not torch.equal(out["x"], (batch["x"].float() - 1.0) / 2.0)
