@@ -9,8 +9,8 @@ loading so that every failure says which file, what was wrong and what to do:
   (a dict with a `state_dict` of tensors).
 - `SafeCheckpointIO`: the same as a Lightning `CheckpointIO` plugin, so `fit`/`test --ckpt_path`, `last`
   and SLURM `hpc` checkpoints all load through it (`trainer.plugins` in conf/trainer/*.yaml).
-- `find_resume_checkpoint(run_dir)` / `python -m audiognn.checkpoint resume-path RUN_DIR`: the newest
-  loadable checkpoint of a run (SLURM `hpc_ckpt_*.ckpt` in the run directory or `checkpoints/last*.ckpt`),
+- `find_resume_checkpoint(*dirs)` / `python -m audiognn.checkpoint resume-path RUN_DIR CKPT_DIR`: the
+  newest loadable checkpoint of a run (SLURM `hpc_ckpt_*.ckpt` or ModelCheckpoint's `last*.ckpt`),
   skipping damaged ones; the sbatch scripts use it to resume after a requeue.
 """
 
@@ -25,7 +25,6 @@ from pathlib import Path
 from typing import Any
 
 import torch
-from lightning.pytorch.plugins.io import TorchCheckpointIO
 
 
 class CheckpointError(ValueError):
@@ -90,33 +89,47 @@ def check_lightning_checkpoint(ckpt: Any, path: str | Path) -> None:
         raise CheckpointError(f"checkpoint {str(path)!r}: 'state_dict' is not a mapping of names to tensors")
 
 
-class SafeCheckpointIO(TorchCheckpointIO):
-    """Lightning `CheckpointIO` that loads through `load_checkpoint` (weights-only, clear errors).
+def _make_safe_checkpoint_io() -> type:
+    from lightning.pytorch.plugins.io import TorchCheckpointIO
 
-    Saving is Lightning's own (atomic write). `weights_only=False` is an explicit opt-out for trusted
-    legacy files; Lightning's per-call `weights_only` argument can only tighten it.
+    class SafeCheckpointIO(TorchCheckpointIO):
+        """Lightning `CheckpointIO` that loads through `load_checkpoint` (weights-only, clear errors).
+
+        Saving is Lightning's own (atomic write). `weights_only=False` is an explicit opt-out for trusted
+        legacy files; Lightning's per-call `weights_only` argument can only tighten it.
+        """
+
+        def __init__(self, weights_only: bool = True) -> None:
+            super().__init__()
+            self.weights_only = weights_only
+
+        def load_checkpoint(self, path, map_location=None, weights_only: bool | None = None) -> dict[str, Any]:
+            return load_checkpoint(path, map_location=map_location,
+                                   weights_only=self.weights_only or bool(weights_only))
+
+    SafeCheckpointIO.__module__, SafeCheckpointIO.__qualname__ = __name__, "SafeCheckpointIO"
+    return SafeCheckpointIO
+
+
+def __getattr__(name: str):
+    # SafeCheckpointIO is built on first access: importing Lightning takes seconds, and the
+    # `resume-path` command that the sbatch scripts run before every (re)start does not need it.
+    if name == "SafeCheckpointIO":
+        cls = globals()["SafeCheckpointIO"] = _make_safe_checkpoint_io()
+        return cls
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
+
+
+def find_resume_checkpoint(*dirs: str | Path) -> Path | None:
+    """The newest loadable checkpoint in `dirs`, or None.
+
+    Candidates in each directory: Lightning's SLURM `hpc_ckpt_*.ckpt` (written on the requeue signal into
+    the trainer's `default_root_dir`) and `last*.ckpt` (ModelCheckpoint `save_last`). Lightning's own
+    `ckpt_path="last"` ignores hpc checkpoints and `ckpt_path=None` ignores a newer `last.ckpt` (a requeue
+    after a node failure); this picks the newest by modification time and skips files that do not load
+    (a save killed half-way).
     """
-
-    def __init__(self, weights_only: bool = True) -> None:
-        super().__init__()
-        self.weights_only = weights_only
-
-    def load_checkpoint(self, path, map_location=None, weights_only: bool | None = None) -> dict[str, Any]:
-        return load_checkpoint(path, map_location=map_location,
-                               weights_only=self.weights_only or bool(weights_only))
-
-
-def find_resume_checkpoint(run_dir: str | Path) -> Path | None:
-    """The newest loadable checkpoint of a run, or None.
-
-    Candidates: Lightning's SLURM `hpc_ckpt_*.ckpt` (written on the requeue signal into the trainer's
-    `default_root_dir`) and `checkpoints/last*.ckpt` (ModelCheckpoint `save_last`). Lightning's own
-    `ckpt_path="last"` ignores hpc checkpoints and `ckpt_path=None` ignores newer `last.ckpt` files
-    (a requeue after a node failure); this picks the newest by modification time and skips files that
-    do not load (a save killed half-way).
-    """
-    run_dir = Path(run_dir)
-    candidates = [*run_dir.glob("hpc_ckpt_*.ckpt"), *run_dir.glob("checkpoints/last*.ckpt")]
+    candidates = {p for d in map(Path, dirs) for pat in ("hpc_ckpt_*.ckpt", "last*.ckpt") for p in d.glob(pat)}
     for path in sorted(candidates, key=lambda p: p.stat().st_mtime, reverse=True):
         try:
             load_checkpoint(path)
@@ -130,13 +143,14 @@ def find_resume_checkpoint(run_dir: str | Path) -> Path | None:
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="python -m audiognn.checkpoint", description=__doc__.split("\n")[0])
     sub = parser.add_subparsers(dest="cmd", required=True)
-    p = sub.add_parser("resume-path", help="print the newest loadable checkpoint of RUN_DIR (nothing if none)")
-    p.add_argument("run_dir")
+    p = sub.add_parser("resume-path", help="print the newest loadable hpc_ckpt_*.ckpt / last*.ckpt in DIRS "
+                       "(nothing if none)")
+    p.add_argument("dirs", nargs="+")
     p = sub.add_parser("check", help="load checkpoints safely and print their step and number of tensors")
     p.add_argument("paths", nargs="+")
     args = parser.parse_args(argv)
     if args.cmd == "resume-path":
-        found = find_resume_checkpoint(args.run_dir)
+        found = find_resume_checkpoint(*args.dirs)
         if found is not None:
             print(found)
         return 0

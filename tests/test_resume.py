@@ -101,13 +101,13 @@ def test_damaged_and_foreign_checkpoints_give_clear_errors(good_ckpt, tmp_path):
 def test_resume_path_picks_newest_loadable(good_ckpt, tmp_path):
     run = tmp_path / "run"
     (run / "checkpoints").mkdir(parents=True)
-    assert find_resume_checkpoint(run) is None
+    assert find_resume_checkpoint(run, run / "checkpoints") is None
     last, hpc = run / "checkpoints" / "last.ckpt", run / "hpc_ckpt_1.ckpt"
     last.write_bytes(good_ckpt.read_bytes())
     hpc.write_bytes(good_ckpt.read_bytes())
     os.utime(last, (1e9, 1e9))
-    assert find_resume_checkpoint(run) == hpc  # newer
+    assert find_resume_checkpoint(run, run / "checkpoints") == hpc  # newer
     os.utime(hpc, (9e8, 9e8))
-    assert find_resume_checkpoint(run) == last
+    assert find_resume_checkpoint(run, run / "checkpoints") == last
     last.write_bytes(good_ckpt.read_bytes()[:100])  # a save killed half-way: newest but damaged
-    assert find_resume_checkpoint(run) == hpc
+    assert find_resume_checkpoint(run, run / "checkpoints") == hpc
