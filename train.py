@@ -46,6 +46,8 @@ def with_default_config(argv: list[str]) -> list[str]:
 
 def cli_main(args: list[str] | None = None, run: bool = True) -> AudioGNNCLI:
     argv = with_default_config(list(sys.argv[1:] if args is None else args))
+    if not run and argv and argv[0] in SUBCOMMANDS:  # run=False parses without a subcommand
+        argv = argv[1:]
     return AudioGNNCLI(
         L.LightningModule,
         L.LightningDataModule,
