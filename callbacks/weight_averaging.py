@@ -19,6 +19,8 @@ What the Lightning 2.6 callback does and what this module changes:
 - Guard for upstream bug #21724: before the first update, upstream swaps the untrained copy in for
   validation, copies it into the model at the end of training and saves it as `state_dict`. Here the
   swap, the final copy and the checkpoint's `state_dict` use the average only once `n_averaged > 0`.
+- The averaged copy holds weights only: other attributes are shared with the model, not deep-copied
+  (upstream deep-copies the whole LightningModule, which fails on e.g. a jsonargparse optimizer partial).
 - A checkpoint written while the weights are swapped (e.g. SLURM's SIGUSR1 arriving during validation)
   stores the two weight sets under the right keys (upstream would swap them).
 - The epoch update happens at the epoch's last training batch rather than in `on_train_epoch_end`,
@@ -32,18 +34,45 @@ What the Lightning 2.6 callback does and what this module changes:
 
 from __future__ import annotations
 
+import copy
 import math
 from typing import Any
 
 import lightning.pytorch as pl
 from lightning.pytorch.callbacks import weight_averaging as _wa
+from lightning.pytorch.utilities.model_helpers import is_overridden
 from lightning.pytorch.utilities.rank_zero import rank_zero_warn
+from torch import Tensor, nn
+from torch.optim.swa_utils import AveragedModel
+
+
+def _copy_weights(module: nn.Module) -> nn.Module:
+    """Deep copy of `module`'s parameters, buffers and submodules; other attributes are shared, not copied.
+
+    The averaged copy only stores weights (it is never called: values are swapped into the live module), and
+    `AveragedModel`'s plain deepcopy fails on attributes that cannot be copied, e.g. a jsonargparse optimizer
+    partial that references the DataModule's `multiprocessing.Value`.
+    """
+    memo = {id(v): v for m in module.modules() for k, v in vars(m).items()
+            if k not in ("_parameters", "_buffers", "_modules") and not isinstance(v, (Tensor, nn.Module))}
+    return copy.deepcopy(module, memo)
 
 
 class _GuardedAveraging(_wa.WeightAveraging):
     """`WeightAveraging` that never lets the not-yet-updated copy stand in for the model (see module doc)."""
 
     _swapped = False
+
+    def setup(self, trainer, pl_module, stage: str) -> None:
+        # As upstream, except for how the module is copied (see _copy_weights).
+        if stage != "fit":
+            return
+        if is_overridden("configure_model", pl_module):
+            rank_zero_warn(f"{type(self).__name__} does not shard the averaged copy of a model built in "
+                           "configure_model: it may not fit in memory.")
+            pl_module.configure_model()
+        self._average_model = AveragedModel(nn.Module(), use_buffers=self._use_buffers, **self._kwargs)
+        self._average_model.module = _copy_weights(pl_module).to(self._device or pl_module.device)
 
     def has_average(self) -> bool:
         """True once the averaged model has been updated at least once."""
