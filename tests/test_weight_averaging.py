@@ -138,3 +138,24 @@ def test_ema_guard_validates_live_model_before_first_update(tmp_path):
     diff = max((ck1["state_dict"][k] - ck1["current_model_state"][k]).abs().max() for k in ck1["state_dict"]
                if ck1["state_dict"][k].is_floating_point())
     assert diff > 1e-6  # epoch 2's checkpoint holds a true EMA, distinct from the live weights
+
+
+def test_checkpoint_saved_during_validation_keeps_weights_apart():
+    """A save while the averaged weights are swapped in (SIGUSR1 during validation) stores each set under its key."""
+    model = TinyModule()
+    wa = WindowWeightAveraging()
+    wa.setup(None, model, "fit")
+    wa._update_average(model)  # average = A
+    a = copy.deepcopy(model.state_dict())
+    with torch.no_grad():
+        for p in model.parameters():
+            p.add_(1.0)  # live = B
+    b = copy.deepcopy(model.state_dict())
+    wa.on_validation_epoch_start(None, model)  # model now holds A
+    _assert_close(model.state_dict(), _mean([a]))
+    ckpt = {"state_dict": model.state_dict()}  # what Lightning builds from the module
+    wa.on_save_checkpoint(None, model, ckpt)
+    _assert_close(ckpt["state_dict"], _mean([a]))
+    _assert_close(ckpt["current_model_state"], _mean([b]))
+    wa.on_validation_epoch_end(None, model)
+    _assert_close(model.state_dict(), _mean([b]))
