@@ -104,8 +104,12 @@ def _make_safe_checkpoint_io() -> type:
             self.weights_only = weights_only
 
         def load_checkpoint(self, path, map_location=None, weights_only: bool | None = None) -> dict[str, Any]:
-            return load_checkpoint(path, map_location=map_location,
-                                   weights_only=self.weights_only or bool(weights_only))
+            weights_only = self.weights_only or bool(weights_only)
+            if "://" in str(path):  # remote (fsspec) paths: Lightning's loader, still weights-only
+                ckpt = super().load_checkpoint(path, weights_only=weights_only)
+                check_lightning_checkpoint(ckpt, path)
+                return ckpt
+            return load_checkpoint(path, map_location=map_location, weights_only=weights_only)
 
     SafeCheckpointIO.__module__, SafeCheckpointIO.__qualname__ = __name__, "SafeCheckpointIO"
     return SafeCheckpointIO
