@@ -1,0 +1,115 @@
+"""Full-ranking top-K evaluation for recommendation: Precision, Recall and NDCG at K (issue 6, item 3).
+
+Protocol (../shared/notes/recsys-protocol.md): every item is scored for each evaluated user; the
+caller masks the user's training items (and validation items at test time) with -inf; only users with
+at least one target item are counted; Precision@K = hits/K, Recall@K = hits/|targets|,
+NDCG@K = DCG/IDCG with the ideal DCG over min(K, |targets|) (never over the predicted list).
+
+Why not PyG's LinkPred metrics directly: they take a top-k index matrix and search the targets with
+one ``searchsorted`` per metric object; computing all of P/R/NDCG at four K from one top-50 selection
+and a dense ``[B, I]`` target mask is simpler and as fast. The test suite checks that the two agree
+(`tests/test_recsys_metrics.py`). States are sums with ``dist_reduce_fx="sum"`` and every user lives on
+exactly one rank (`datamodules.recsys.UserBatches`), so the DDP reduction is exact.
+
+Ties are broken deterministically: higher score first, then lower item index (`topk_ranked`), so a
+brute-force reference (``np.lexsort``) reproduces the ranking exactly.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+
+import torch
+from torchmetrics import Metric
+
+
+def topk_ranked(scores: torch.Tensor, k: int) -> torch.Tensor:
+    """Indices ``[B, k]`` of the top-k items per row, ordered by (score desc, item index asc).
+
+    ``torch.topk`` does not specify which of several tied items it returns; this selects exactly the
+    items above the k-th value plus the lowest-indexed items equal to it, then sorts them stably.
+    """
+    b, n = scores.shape
+    k = min(k, n)
+    kth = scores.topk(k, dim=1).values[:, -1:]  # [B, 1] k-th largest value
+    above = scores > kth  # [B, I]
+    tied = scores == kth
+    need = k - above.sum(1, keepdim=True)  # [B, 1] tied items still to take
+    sel = above | (tied & (tied.cumsum(1) <= need))  # exactly k per row
+    idx = sel.nonzero()[:, 1].view(b, k)  # ascending item index within each row
+    order = scores.gather(1, idx).sort(dim=1, descending=True, stable=True).indices
+    return idx.gather(1, order)
+
+
+class TopKMetrics(Metric):
+    """P/R/NDCG@K for K in ``ks``: ``update(scores [B, I] masked, targets [B, I] bool)``; ``compute()``
+    returns ``{"precision@K", "recall@K", "ndcg@K"}`` averaged over users with targets."""
+
+    full_state_update = False
+
+    def __init__(self, ks: Sequence[int] = (5, 10, 20, 50)):
+        super().__init__()
+        self.ks = sorted(int(k) for k in ks)
+        nk = len(self.ks)
+        for name in ("precision", "recall", "ndcg"):
+            self.add_state(name, torch.zeros(nk, dtype=torch.float64), dist_reduce_fx="sum")
+        self.add_state("users", torch.zeros((), dtype=torch.long), dist_reduce_fx="sum")
+
+    def update(self, scores: torch.Tensor, targets: torch.Tensor) -> None:  # [B, I], [B, I] bool
+        n_t = targets.sum(1)  # [B]
+        keep = n_t > 0
+        scores, targets, n_t = scores[keep], targets[keep], n_t[keep].double()
+        if scores.shape[0] == 0:
+            return
+        kmax = min(self.ks[-1], scores.shape[1])
+        top = topk_ranked(scores, kmax)  # [B, Kmax]
+        hit = targets.gather(1, top).double()  # [B, Kmax]
+        disc = 1.0 / torch.log2(torch.arange(2, kmax + 2, device=hit.device, dtype=torch.float64))  # [Kmax]
+        cum_hits = hit.cumsum(1)
+        cum_dcg = (hit * disc).cumsum(1)
+        cum_idcg = disc.cumsum(0)
+        for j, k in enumerate(self.ks):
+            kk = min(k, kmax)
+            h = cum_hits[:, kk - 1]
+            self.precision[j] += (h / k).sum()
+            self.recall[j] += (h / n_t).sum()
+            ideal = cum_idcg[(n_t.long().clamp(max=kk) - 1)]
+            self.ndcg[j] += (cum_dcg[:, kk - 1] / ideal).sum()
+        self.users += scores.shape[0]
+
+    def compute(self) -> dict[str, torch.Tensor]:
+        n = self.users.clamp(min=1).double()
+        out = {}
+        for j, k in enumerate(self.ks):
+            out[f"precision@{k}"] = (self.precision[j] / n).float()
+            out[f"recall@{k}"] = (self.recall[j] / n).float()
+            out[f"ndcg@{k}"] = (self.ndcg[j] / n).float()
+        return out
+
+
+def csr_rows_to_dense(indptr: torch.Tensor, indices: torch.Tensor, rows: torch.Tensor, num_cols: int) -> torch.Tensor:
+    """Dense ``[B, num_cols]`` bool mask of the CSR rows ``rows`` ``[B]``."""
+    start, end = indptr[rows], indptr[rows + 1]
+    counts = end - start  # [B]
+    r = torch.repeat_interleave(torch.arange(len(rows), device=rows.device), counts)
+    offs = torch.arange(int(counts.sum()), device=rows.device) - torch.repeat_interleave(counts.cumsum(0) - counts, counts)
+    cols = indices[torch.repeat_interleave(start, counts) + offs]
+    out = torch.zeros(len(rows), num_cols, dtype=torch.bool, device=rows.device)
+    out[r, cols] = True
+    return out
+
+
+@torch.no_grad()
+def evaluate_full_ranking(user_emb: torch.Tensor, item_emb: torch.Tensor, users: torch.Tensor,
+                          targets: tuple[torch.Tensor, torch.Tensor], masks: Sequence[tuple[torch.Tensor, torch.Tensor]],
+                          ks: Sequence[int] = (5, 10, 20, 50), batch_size: int = 1024) -> dict[str, float]:
+    """Batched evaluator over embeddings (bench and scripts): scores = user_emb @ item_emb.T, ``masks``
+    (CSR pairs: train, and val at test time) set to -inf, targets as CSR."""
+    metric = TopKMetrics(ks)
+    for b in range(0, len(users), batch_size):
+        u = users[b:b + batch_size]
+        s = user_emb[u] @ item_emb.T  # [B, I]
+        for m in masks:
+            s.masked_fill_(csr_rows_to_dense(*m, u, s.shape[1]), float("-inf"))
+        metric.update(s, csr_rows_to_dense(*targets, u, s.shape[1]))
+    return {k: float(v) for k, v in metric.compute().items()}

@@ -1,0 +1,98 @@
+"""The batched full-ranking evaluator equals a brute-force numpy computation and PyG's LinkPred metrics."""
+
+import numpy as np
+import pytest
+import torch
+from torch_geometric.metrics import LinkPredNDCG, LinkPredPrecision, LinkPredRecall
+
+from audiognn.recsys_metrics import TopKMetrics, csr_rows_to_dense, evaluate_full_ranking, topk_ranked
+
+KS = (5, 10, 20, 50)
+
+
+def brute_force(scores: np.ndarray, targets: np.ndarray, ks=KS) -> dict:
+    """Per-user loop: rank by (score desc, item index asc), count hits, ideal DCG over min(K, |T|)."""
+    out = {f"{m}@{k}": [] for m in ("precision", "recall", "ndcg") for k in ks}
+    for s, t in zip(scores, targets, strict=True):
+        n_t = t.sum()
+        if n_t == 0:
+            continue
+        order = np.lexsort((np.arange(len(s)), -s))
+        for k in ks:
+            top = order[:k]
+            rel = t[top].astype(float)
+            out[f"precision@{k}"].append(rel.sum() / k)
+            out[f"recall@{k}"].append(rel.sum() / n_t)
+            dcg = (rel / np.log2(np.arange(2, len(top) + 2))).sum()
+            idcg = (1 / np.log2(np.arange(2, min(k, n_t) + 2))).sum()
+            out[f"ndcg@{k}"].append(dcg / idcg)
+    return {k: float(np.mean(v)) for k, v in out.items()}
+
+
+def random_case(seed, users=37, items=80, ties=True):
+    rng = np.random.default_rng(seed)
+    # integer scores -> many ties; some -inf (masked train items); users with 0, 1, few and many targets
+    scores = rng.integers(0, 6, (users, items)).astype(np.float32) if ties else rng.standard_normal((users, items))
+    scores[rng.random((users, items)) < 0.1] = -np.inf
+    n_t = rng.choice([0, 1, 2, 3, 7, 30, 60], users)
+    targets = np.zeros((users, items), bool)
+    for u in range(users):
+        targets[u, rng.choice(items, n_t[u], replace=False)] = True
+    targets &= np.isfinite(scores)
+    return scores.astype(np.float32), targets
+
+
+@pytest.mark.parametrize("seed,ties", [(0, True), (1, True), (2, False)])
+def test_equals_brute_force(seed, ties):
+    scores, targets = random_case(seed, ties=ties)
+    m = TopKMetrics(KS)
+    for b in range(0, len(scores), 10):  # several batches
+        m.update(torch.from_numpy(scores[b:b + 10]), torch.from_numpy(targets[b:b + 10]))
+    got = {k: float(v) for k, v in m.compute().items()}
+    ref = brute_force(scores, targets)
+    assert int(m.users) == int((targets.sum(1) > 0).sum())
+    for k in ref:
+        assert got[k] == pytest.approx(ref[k], abs=1e-6), k
+
+
+def test_topk_tie_break_is_score_then_index():
+    s = torch.tensor([[1.0, 3.0, 3.0, 2.0, 3.0, 0.0]])
+    assert topk_ranked(s, 4).tolist() == [[1, 2, 4, 3]]
+    assert topk_ranked(s, 2).tolist() == [[1, 2]]
+
+
+def test_equals_pyg_linkpred():
+    scores, targets = random_case(3)
+    keep = targets.sum(1) > 0
+    s, t = torch.from_numpy(scores[keep]), torch.from_numpy(targets[keep])
+    ours = TopKMetrics(KS)
+    ours.update(s, t)
+    got = ours.compute()
+    top = topk_ranked(s, max(KS))
+    label_index = t.nonzero().T  # [2, n] (row in batch, item)
+    for k in KS:
+        for name, cls in (("precision", LinkPredPrecision), ("recall", LinkPredRecall), ("ndcg", LinkPredNDCG)):
+            pyg = cls(k)
+            pyg.update(top[:, :k], label_index)
+            assert float(got[f"{name}@{k}"]) == pytest.approx(float(pyg.compute()), abs=1e-6), (name, k)
+
+
+def test_csr_rows_and_embedding_evaluator():
+    rng = np.random.default_rng(4)
+    U, n_items, d = 20, 50, 8
+    ue, ie = torch.randn(U, d), torch.randn(n_items, d)
+    train = rng.random((U, n_items)) < 0.2
+    test = (rng.random((U, n_items)) < 0.1) & ~train
+
+    def csr(mask):
+        indptr = torch.from_numpy(np.r_[0, np.cumsum(mask.sum(1))])
+        return indptr, torch.from_numpy(np.nonzero(mask)[1])
+
+    users = torch.arange(U)
+    assert torch.equal(csr_rows_to_dense(*csr(train), users[[3, 1, 7]], n_items), torch.from_numpy(train[[3, 1, 7]]))
+    got = evaluate_full_ranking(ue, ie, users, csr(test), [csr(train)], batch_size=6)
+    s = (ue @ ie.T).numpy()
+    s[train] = -np.inf
+    ref = brute_force(s, test)
+    for k in ref:
+        assert got[k] == pytest.approx(ref[k], abs=1e-6), k
