@@ -1,0 +1,253 @@
+"""Benchmark: LHGNN train-step throughput and peak memory, ours vs a straightforward reference block.
+
+    python bench/lhgnn.py                       # CPU default: ~2 min on 2 quiet cores
+    python bench/lhgnn.py --model-frames 1024 --model-batch 8 --block-batch 16 --steps 5   # on a GPU
+
+Reference (measured in the same run, same weights, same k-NN indices): the LHG graph convolution
+written the way the official code does it (seed 001 eq. 3) — max-relative aggregation by gathering
+both x_j and x_i into [B, C, N, k] tensors and taking max(x_j - x_i); Fuzzy C-Means centroids (eq. 2)
+by broadcasting ``weights * x.unsqueeze(-1)`` into [B, N, C, P]; the cluster term likewise by two
+[B, C, N, K] gathers. Ours: one gather-max (max_k x_j - x_i, arg-max kept for the backward), eq. 2 as
+an einsum. Both use eq. 1 memberships and the deterministic "pool" initialisation, so the bench
+asserts equal outputs and gradients before timing.
+
+Measured: a train step = forward + backward (+ SGD-free: no optimiser), clips per second over
+``--steps`` steps after one warm-up step. Peak memory:
+- CUDA: ``torch.cuda.max_memory_allocated`` during the steps, minus the memory allocated before;
+- CPU: each measurement runs in its own subprocess; peak memory = peak resident set size during the
+  steps (``VmHWM``, reset through /proc/self/clear_refs) minus the RSS before the first step, with glibc's
+  ``MALLOC_MMAP_THRESHOLD_=65536`` so freed tensor memory goes back to the OS and RSS follows the live
+  allocations (an upper bound: it also counts allocator overhead and temporary buffers of oneDNN).
+Timings on a shared machine are noisy; compare the ratios, which are measured in the same run.
+"""
+
+from __future__ import annotations
+
+import argparse
+import gc
+import json
+import os
+import resource
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import torch
+from torch import nn
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+
+from audiognn.graph.cluster_init import init_centroids, squared_distance  # noqa: E402
+from audiognn.graph.knn import dense_dilated_knn, pool_keys  # noqa: E402
+from audiognn.graph.lhg_conv import LHGConv  # noqa: E402
+from audiognn.models.lhgnn import LHGNN, Grapher  # noqa: E402
+
+
+# --- the reference: official-style LHG conv ---------------------------------------------------------------
+def batched_index_select(x: torch.Tensor, idx: torch.Tensor) -> torch.Tensor:
+    """ViG's gather: x [B, C, M, 1], idx [B, N, k] -> [B, C, N, k]."""
+    B, C, M = x.shape[:3]
+    _, N, k = idx.shape
+    flat = (idx + torch.arange(B, device=idx.device).view(-1, 1, 1) * M).reshape(-1)
+    feat = x.transpose(2, 1).contiguous().view(B * M, -1)[flat, :]
+    return feat.view(B, N, k, C).permute(0, 3, 1, 2).contiguous()
+
+
+class ReferenceLHGConv(nn.Module):
+    """Same parameters as ``conv`` (shared), official-style computation (kernel "both", FCM)."""
+
+    def __init__(self, conv: LHGConv):
+        super().__init__()
+        if conv.kernel != "both" or conv.cluster.__class__.__name__ != "FuzzyCMeans":
+            raise ValueError("reference block implements kernel='both', clustering='fcm' only")
+        self.conv = conv
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        c, fcm = self.conv, self.conv.cluster
+        B, C, H, W = x.shape
+        N = H * W
+        y = pool_keys(x, c.reduce)
+        xf, yf = x.reshape(B, C, -1, 1), y.reshape(B, C, -1, 1)
+        rel = c.rel_pos(H, W, x.device) if c.rel_pos is not None else None
+        nn_idx = dense_dilated_knn(xf[..., 0].transpose(1, 2), yf[..., 0].transpose(1, 2), c.k, c.dilation, rel,
+                                   max_elements=1 << 62)  # fmt: skip  # the official code does not chunk below 10^4
+        k = nn_idx.shape[-1]
+        center = torch.arange(N, device=x.device).view(1, N, 1).expand(B, N, k)
+        x_i = batched_index_select(xf, center)  # [B, C, N, k]
+        x_j = batched_index_select(yf, nn_idx)  # [B, C, N, k]
+        local = torch.max(x_j - x_i, -1, keepdim=True).values  # [B, C, N, 1]
+        with torch.no_grad():
+            nodes = x.detach().flatten(2).transpose(1, 2).float()  # [B, N, C]
+            c0 = init_centroids(nodes, fcm.num_clusters, fcm.init, (H, W))
+            u = torch.softmax(-torch.log(squared_distance(nodes, c0).clamp_min(1e-12)) / (fcm.m - 1.0), -1)
+            w = u.pow(fcm.m)  # [B, N, P]
+            cent = (w.unsqueeze(2) * nodes.unsqueeze(-1)).sum(1) / w.sum(1).clamp_min(1e-12).unsqueeze(1)  # [B, C, P]
+            top = w.topk(min(c.top_clusters, w.shape[-1]), dim=-1).indices  # [B, N, K]
+        cent = cent.to(x.dtype).unsqueeze(-1)  # [B, C, P, 1]
+        kc = top.shape[-1]
+        x_jc = batched_index_select(cent, top)  # [B, C, N, K]
+        x_ic = batched_index_select(xf, center[..., :1].expand(B, N, kc))  # [B, C, N, K]
+        clus = torch.max(x_jc - x_ic, -1, keepdim=True).values
+        h = torch.cat([xf.unsqueeze(2), local.unsqueeze(2), clus.unsqueeze(2)], dim=2).reshape(B, 3 * C, H, W)
+        return c.nn(h)
+
+
+def to_reference(model: nn.Module) -> nn.Module:
+    for g in model.modules():
+        if isinstance(g, Grapher):
+            g.graph_conv = ReferenceLHGConv(g.graph_conv)
+    return model
+
+
+# --- what is measured -------------------------------------------------------------------------------------
+STAGE1 = dict(channels=80, k=25, dilation=1, reduce=4, num_clusters=50, top_clusters=10)  # size s, stage 1
+
+
+def build(kind: str, variant: str, batch: int, frames: int, mels: int, device: str):
+    torch.manual_seed(0)
+    if kind == "block":  # one Grapher (fc1 -> LHG conv -> fc2 + residual) at stage-1 size of a 1024 x 128 input
+        ch = STAGE1["channels"]
+        model = Grapher(ch, **{k: v for k, v in STAGE1.items() if k != "channels"})
+        x = torch.randn(batch, ch, mels // 4, frames // 4, requires_grad=True)
+    else:
+        model = LHGNN(527, size=kind)
+        x = torch.randn(batch, frames, mels)
+    if variant == "reference":
+        model = to_reference(model)
+    model = model.to(device).train()
+    x = x.detach().to(device).requires_grad_(kind == "block")
+    return model, x
+
+
+def step(model: nn.Module, x: torch.Tensor) -> None:
+    out = model(x)
+    out.float().square().mean().backward()
+    model.zero_grad(set_to_none=True)
+
+
+def _status_mb(field: str) -> float:
+    for line in Path("/proc/self/status").read_text().splitlines():
+        if line.startswith(field + ":"):
+            return float(line.split()[1]) / 1024.0  # kB
+    raise RuntimeError(f"/proc/self/status has no {field}")
+
+
+def _reset_peak_rss() -> float:
+    """Reset the kernel's resident-set high-water mark (Linux >= 4.0: write 5 to clear_refs); return RSS now."""
+    try:
+        Path("/proc/self/clear_refs").write_text("5")
+    except OSError:  # not permitted: fall back to the process-lifetime peak (a weaker baseline)
+        return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024.0
+    return _status_mb("VmRSS")
+
+
+def worker(kind: str, variant: str, batch: int, frames: int, mels: int, steps: int, device: str) -> dict:
+    model, x = build(kind, variant, batch, frames, mels, device)
+    cuda = device.startswith("cuda")
+    if cuda:
+        torch.cuda.synchronize()
+        torch.cuda.reset_peak_memory_stats()
+        base = torch.cuda.memory_allocated()
+    else:
+        gc.collect()
+        base = _reset_peak_rss()
+    step(model, x)  # warm-up (also builds the relative-position cache)
+    if cuda:
+        torch.cuda.synchronize()
+    t = time.perf_counter()
+    for _ in range(steps):
+        step(model, x)
+    if cuda:
+        torch.cuda.synchronize()
+    dt = time.perf_counter() - t
+    peak = (torch.cuda.max_memory_allocated() - base) / 2**20 if cuda else _status_mb("VmHWM") - base
+    return {"clips_per_s": batch * steps / dt, "peak_mb": peak, "s_per_step": dt / steps}
+
+
+def measure(args, kind: str, variant: str, batch: int) -> dict:
+    frames = args.frames if kind == "block" else args.model_frames
+    cmd = [sys.executable, __file__, "--worker", kind, variant, str(batch), "--frames", str(frames),
+           "--mels", str(args.mels), "--steps", str(args.steps), "--device", args.device]  # fmt: skip
+    env = dict(os.environ, MALLOC_MMAP_THRESHOLD_="65536", OMP_NUM_THREADS=str(args.threads))
+    res = subprocess.run(cmd, env=env, capture_output=True, text=True, check=False)
+    if res.returncode != 0:
+        raise RuntimeError(f"bench worker {kind}/{variant} failed:\n{res.stderr[-3000:]}")
+    return json.loads(res.stdout.strip().splitlines()[-1])
+
+
+def _close(a: torch.Tensor, b: torch.Tensor, name: str, floor: float = 0.0) -> None:
+    """Equal up to float32 summation-order noise: |a - b| <= 1e-3 * max(max|b|, floor) elementwise.
+
+    ``floor`` guards gradients that are zero in exact arithmetic (a conv bias before a training-mode BN)."""
+    torch.testing.assert_close(a, b, rtol=0, atol=1e-3 * max(float(b.abs().max()), floor) + 1e-12, msg=name)
+
+
+def check_equal(args) -> None:
+    """Ours and the reference give the same outputs and gradients (same weights, same inputs)."""
+    for kind, batch in (("block", 1), ("tiny", 2)):
+        frames = args.frames if kind == "block" else args.model_frames
+        ours, x = build(kind, "ours", batch, frames, args.mels, "cpu")
+        ref, _ = build(kind, "ours", batch, frames, args.mels, "cpu")
+        ref.load_state_dict(ours.state_dict())
+        ref = to_reference(ref).train()
+        x1, x2 = x.detach().clone().requires_grad_(True), x.detach().clone().requires_grad_(True)
+        torch.manual_seed(1)
+        o1 = ours(x1)
+        torch.manual_seed(1)  # same drop-path draws
+        o2 = ref(x2)
+        torch.testing.assert_close(o1, o2, rtol=1e-3, atol=1e-4)
+        o1.square().mean().backward()
+        o2.square().mean().backward()
+        _close(x1.grad, x2.grad, "input")
+        floor = 1e-2 * max(float(p.grad.abs().max()) for p in ref.parameters())
+        for (n, p1), p2 in zip(ours.named_parameters(), ref.parameters(), strict=True):
+            _close(p1.grad, p2.grad, n, floor)
+    print("check: ours == reference (outputs, input and parameter gradients) on the stage-1 block and LHGNN-tiny")
+
+
+def main() -> None:
+    p = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    p.add_argument("--worker", nargs=3, metavar=("KIND", "VARIANT", "BATCH"), help=argparse.SUPPRESS)
+    p.add_argument("--frames", type=int, default=1024, help="input frames T of the graph block (paper: 1024)")
+    p.add_argument("--model-frames", type=int, default=256,
+                   help="input frames T for the whole models (default 256 = 2.56 s to keep the CPU run short)")
+    p.add_argument("--mels", type=int, default=128, help="mel bins F (paper: 128)")
+    p.add_argument("--steps", type=int, default=2, help="timed train steps per measurement (after 1 warm-up)")
+    p.add_argument("--block-batch", type=int, default=4, help="batch for the stage-1 graph block")
+    p.add_argument("--model-batch", type=int, default=2, help="batch for whole models")
+    p.add_argument("--models", nargs="*", default=["tiny", "s"], choices=["tiny", "s"])
+    p.add_argument("--threads", type=int, default=2)
+    p.add_argument("--device", default="cuda" if torch.cuda.is_available() else "cpu")
+    args = p.parse_args()
+    if args.worker:
+        torch.set_num_threads(args.threads)
+        kind, variant, batch = args.worker
+        print(json.dumps(worker(kind, variant, int(batch), args.frames, args.mels, args.steps, args.device)))
+        return
+    torch.set_num_threads(args.threads)
+    check_equal(args)
+    mem = "CUDA max_memory_allocated" if args.device.startswith("cuda") else "peak RSS delta (subprocess)"
+    print(f"device {args.device}, {args.threads} threads; input {args.mels} mels x {args.frames} frames for the "
+          f"graph block, x {args.model_frames} frames for whole models (527 classes); {args.steps} timed train "
+          f"steps (fwd+bwd) after 1 warm-up; memory = {mem}")  # fmt: skip
+    rows = [("block", args.block_batch)] + [(m, args.model_batch) for m in args.models]
+    header = f"{'what':<34}{'batch':>6}{'ref clips/s':>13}{'ours clips/s':>14}{'speed-up':>10}{'ref MB':>9}{'ours MB':>9}{'ratio':>7}"
+    print(header)
+    results = {}
+    for kind, batch in rows:
+        ref = measure(args, kind, "reference", batch)
+        ours = measure(args, kind, "ours", batch)
+        sp, mr = ours["clips_per_s"] / ref["clips_per_s"], ours["peak_mb"] / max(ref["peak_mb"], 1e-9)
+        results[kind] = (sp, mr)
+        name = "graph block (Grapher, stage 1 of s)" if kind == "block" else f"LHGNN-{kind} train step"
+        print(f"{name:<34}{batch:>6}{ref['clips_per_s']:>13.2f}{ours['clips_per_s']:>14.2f}{sp:>9.2f}x"
+              f"{ref['peak_mb']:>9.0f}{ours['peak_mb']:>9.0f}{mr:>7.2f}")  # fmt: skip
+    sp, mr = results["block"]
+    h, w = args.mels // 4, args.frames // 4
+    print(f"graph blocks at stage-1 size (C=80, {h}x{w}={h * w} nodes, {h * w // 16} keys, k=25, P=50, K=10, "
+          f"batch {args.block_batch}): speed-up {sp:.2f}x, peak memory ratio {mr:.2f} (ours / reference)")  # fmt: skip
+
+
+if __name__ == "__main__":
+    main()
