@@ -13,8 +13,11 @@ import sys
 from pathlib import Path
 
 import lightning as L
+from lightning.pytorch.callbacks import ModelCheckpoint
 from lightning.pytorch.cli import LightningCLI, SaveConfigCallback
 from lightning.pytorch.loggers import WandbLogger
+
+from audiognn.checkpoint import load_checkpoint
 
 ROOT = Path(__file__).resolve().parent
 DEFAULT_CONFIG = ROOT / "conf" / "default.yaml"
@@ -33,6 +36,18 @@ class AudioGNNCLI(LightningCLI):
     def add_arguments_to_parser(self, parser) -> None:
         for key in ("num_classes", "multilabel", "data_info"):
             parser.link_arguments(f"data.{key}", f"model.init_args.{key}", apply_on="instantiate")
+        # the checkpoint callback has its own key, so `--checkpoint.dirpath DIR` works from the command line
+        # (SLURM scripts give each job a stable directory that survives requeues)
+        parser.add_lightning_class_args(ModelCheckpoint, "checkpoint")
+
+    def _parse_ckpt_path(self) -> None:
+        # LightningCLI reads --ckpt_path's hyper-parameters before the Trainer (and its SafeCheckpointIO)
+        # exists: check the file first so that a damaged or foreign checkpoint gets an error naming it.
+        sub = self.config.get("subcommand")
+        path = sub and self.config[sub].get("ckpt_path")
+        if path and Path(str(path)).is_file():
+            load_checkpoint(path)
+        super()._parse_ckpt_path()
 
 
 def with_default_config(argv: list[str]) -> list[str]:
@@ -48,6 +63,8 @@ def cli_main(args: list[str] | None = None, run: bool = True) -> AudioGNNCLI:
     argv = with_default_config(list(sys.argv[1:] if args is None else args))
     if not run and argv and argv[0] in SUBCOMMANDS:  # run=False parses without a subcommand
         argv = argv[1:]
+    if args is None:  # from the command line: hand LightningCLI the (amended) sys.argv
+        sys.argv[1:] = argv
     return AudioGNNCLI(
         L.LightningModule,
         L.LightningDataModule,
@@ -55,7 +72,7 @@ def cli_main(args: list[str] | None = None, run: bool = True) -> AudioGNNCLI:
         subclass_mode_data=True,
         save_config_callback=SaveConfigToLogger,
         save_config_kwargs={"overwrite": True},
-        args=argv,
+        args=None if args is None else argv,
         run=run,
     )
 

@@ -48,6 +48,23 @@ import webdataset as wds
 from torch.utils.data import DataLoader, Dataset, IterableDataset, get_worker_info
 
 
+class SharedCounter:
+    """A counter shared with forked DataLoader workers; deep copies share it (modules holding it stay copyable)."""
+
+    def __init__(self):
+        self.value = mp.Value("i", 0)
+
+    def add(self, n: int = 1) -> None:
+        with self.value.get_lock():
+            self.value.value += n
+
+    def get(self) -> int:
+        return int(self.value.value)
+
+    def __deepcopy__(self, memo):
+        return self
+
+
 class ShardError(RuntimeError):
     """A shard that cannot be read; the message names it."""
 
@@ -112,8 +129,7 @@ def _read_shard(url: str, skip: bool, counter):
             raise ShardError(msg) from exc
         warnings.warn(msg + " (skipped: skip_corrupt_shards=True)", stacklevel=2)
         if counter is not None:
-            with counter.get_lock():
-                counter.value += 1
+            counter.add()
 
 
 def split_sizes(total: int, parts: int) -> list[int]:
@@ -345,7 +361,7 @@ class AudioShardDataModule(L.LightningDataModule):
         self.class_names: list[str] = list(self.info["classes"])
         self.num_classes: int = len(self.class_names)
         self.multilabel: bool = bool(self.info["multilabel"])
-        self.corrupt = mp.Value("i", 0)
+        self.corrupt = SharedCounter()
         self.freq_masking = torchaudio.transforms.FrequencyMasking(freq_mask, iid_masks=True) if freq_mask else None
         self.time_masking = torchaudio.transforms.TimeMasking(time_mask, iid_masks=True) if time_mask else None
 
@@ -357,7 +373,7 @@ class AudioShardDataModule(L.LightningDataModule):
 
     @property
     def corrupt_shards(self) -> int:
-        return int(self.corrupt.value)
+        return self.corrupt.get()
 
     # --- data preparation ---------------------------------------------------------------------------
     def prepare_data(self) -> None:

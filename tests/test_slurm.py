@@ -70,7 +70,7 @@ def test_fit_dry_run_fresh_then_requeued(tmp_path):
     got = _dry_run(tmp_path, "fit_1node_4gpu.sbatch", ["conf/default.yaml", "--trainer.max_epochs", "3"])
     assert got["argv"] == [sys.executable, "train.py", "fit", "--config", "conf/default.yaml",
                            "--config", "conf/trainer/ddp4.yaml", "--trainer.default_root_dir", run,
-                           "--trainer.max_epochs", "3"]
+                           "--checkpoint.dirpath", f"{run}/checkpoints", "--trainer.max_epochs", "3"]
     assert got["wandb"] == "777"
     # requeued after SIGUSR1: the hpc checkpoint Lightning wrote (newer than last.ckpt) is resumed
     _valid_ckpt(tmp_path / "run" / "checkpoints" / "last.ckpt", 1.0)

@@ -31,7 +31,7 @@ import torch
 import torch.nn.functional as F
 from lightning.pytorch.cli import OptimizerCallable
 from torch import nn
-from torchmetrics import MetricCollection
+from torchmetrics import MeanMetric, MetricCollection
 from torchmetrics.classification import (
     MulticlassAccuracy,
     MulticlassF1Score,
@@ -82,6 +82,8 @@ class AudioClassifier(L.LightningModule):
                        "f1": MulticlassF1Score(num_classes=num_classes, average="macro")}
         self.val_metrics = MetricCollection(metrics, prefix="val/")
         self.test_metrics = self.val_metrics.clone(prefix="test/")
+        # losses as clip-weighted means: exact under DDP even when ranks hold different numbers of clips
+        self.val_loss, self.test_loss = MeanMetric(), MeanMetric()
         if multilabel:
             self.test_ap = MultilabelAveragePrecision(num_labels=num_classes, average=None, thresholds=None)
 
@@ -113,7 +115,8 @@ class AudioClassifier(L.LightningModule):
 
     def validation_step(self, batch: dict, batch_idx: int) -> None:
         logits = self._eval_logits(batch["x"])
-        self.log("val/loss", self.loss(logits, batch["y"]), batch_size=batch["x"].shape[0], sync_dist=True)
+        self.val_loss.update(self.loss(logits, batch["y"]), weight=batch["x"].shape[0])
+        self.log("val/loss", self.val_loss, on_step=False, on_epoch=True)
         self.val_metrics.update(self._scores(logits), self._target(batch["y"]))
 
     def on_validation_epoch_end(self) -> None:
@@ -122,7 +125,8 @@ class AudioClassifier(L.LightningModule):
 
     def test_step(self, batch: dict, batch_idx: int) -> None:
         logits = self._eval_logits(batch["x"])
-        self.log("test/loss", self.loss(logits, batch["y"]), batch_size=batch["x"].shape[0], sync_dist=True)
+        self.test_loss.update(self.loss(logits, batch["y"]), weight=batch["x"].shape[0])
+        self.log("test/loss", self.test_loss, on_step=False, on_epoch=True)
         self.test_metrics.update(self._scores(logits), self._target(batch["y"]))
         if self.multilabel:
             self.test_ap.update(self._scores(logits), self._target(batch["y"]))
