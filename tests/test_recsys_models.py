@@ -146,3 +146,27 @@ def test_short_lightgcn_fit_on_lastfm_improves_recall_over_init():
     tr.fit(rec, dm)
     after = float(tr.callback_metrics["val/recall@10"])
     assert after > before + 0.05 and after > 0.08
+
+
+def test_embedding_plots_write_pngs_and_heatmap_shows_planted_groups(tmp_path):
+    from callbacks.embedding_plots import EmbeddingPlots, cluster_heatmap, make_plots
+
+    d = planted()
+    groups = 4
+    rng = np.random.default_rng(0)
+    centres = rng.standard_normal((groups, 8)) * 3
+    ue = centres[np.arange(d.num_users) % groups] + 0.1 * rng.standard_normal((d.num_users, 8))
+    ie = centres[np.arange(d.num_items) % groups] + 0.1 * rng.standard_normal((d.num_items, 8))
+    paths = make_plots(ue, ie, d.user, d.item, str(tmp_path), song_clusters=groups, user_clusters=groups,
+                       max_songs=100)
+    assert all(os.path.getsize(p) > 1000 for p in paths.values())
+    # with the planted groups as clusters, each user group interacts mostly with its own song group
+    heat = cluster_heatmap(np.arange(d.num_users) % groups, np.arange(d.num_items) % groups, d.user, d.item,
+                           groups, groups)
+    assert np.allclose(heat.sum(1), 1) and (heat.argmax(1) == np.arange(groups)).all()
+    # as a callback after a short fit
+    dm = _dm()
+    cb = EmbeddingPlots(dirpath=str(tmp_path / "cb"), song_clusters=3, user_clusters=2, max_songs=60,
+                        on_test_end=False)
+    _fit(functools.partial(LightGCN, embedding_dim=8, num_layers=1), dm, epochs=1, callbacks=[cb])
+    assert sorted(os.listdir(tmp_path / "cb")) == ["song_tsne_fit.png", "user_song_heatmap_fit.png"]
