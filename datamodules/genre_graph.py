@@ -138,6 +138,9 @@ class GenreGraphDataModule(L.LightningDataModule):
         train_split, val_split, test_split: split names in dataset.json (a missing test split falls back to
             val, a missing val split to test).
         steps_per_epoch: full-graph training steps per epoch.
+        synthetic: when set and ``root`` has no dataset.json, ``prepare_data`` writes the synthetic set there
+            (the same spec as AudioShardDataModule's: {"variant": "genre", "train": n, "val": n, "test": n,
+            "seed": 0, "target_frames": 256}), so the classifiers and the link predictor share one set.
     """
 
     def __init__(
@@ -152,6 +155,7 @@ class GenreGraphDataModule(L.LightningDataModule):
         val_split: str = "val",
         test_split: str = "test",
         steps_per_epoch: int = 20,
+        synthetic: dict | None = None,
     ):
         super().__init__()
         if features not in ("mfcc", "checkpoint"):
@@ -159,7 +163,15 @@ class GenreGraphDataModule(L.LightningDataModule):
         if features == "checkpoint" and not checkpoint:
             raise ValueError("features='checkpoint' needs `checkpoint`: the path of a trained AudioClassifier")
         self.root = Path(root)
-        self.info = read_dataset_json(self.root)
+        self.synthetic = synthetic
+        if synthetic is not None and not (self.root / "dataset.json").exists():
+            from datamodules.synthetic import VARIANTS
+
+            classes, multilabel = VARIANTS[synthetic.get("variant", "genre")]
+            splits = {s: {} for s in ("train", "val", "test") if synthetic.get(s, 1)}
+            self.info = {"classes": list(classes), "multilabel": multilabel, "splits": splits}
+        else:
+            self.info = read_dataset_json(self.root)
         self.class_names = list(self.info["classes"])
         self.num_classes = len(self.class_names)
         self.multilabel = bool(self.info.get("multilabel", False))
@@ -177,8 +189,28 @@ class GenreGraphDataModule(L.LightningDataModule):
         self.graph: Data | None = None
         self.hetero: HeteroData | None = None
 
+    @property
+    def data_info(self) -> dict:
+        return {"classes": self.class_names, "multilabel": self.multilabel, "features": self.info.get("features"),
+                "norm": self.info.get("norm"), "name": self.info.get("name", "")}
+
+    def prepare_data(self) -> None:
+        syn = self.synthetic
+        if syn is None or (self.root / "dataset.json").exists():
+            return
+        from audiognn.features import FeatureConfig
+        from datamodules.prepare import prepare, synthetic_result
+
+        result = synthetic_result(syn.get("variant", "genre"), syn.get("train", 800), syn.get("val", 200),
+                                  syn.get("test", 200), syn.get("seed", 0))
+        print(prepare(result, self.root, FeatureConfig(target_frames=syn.get("target_frames", 256)),
+                      workers=syn.get("workers", 2), shard_size=syn.get("shard_size", 64),
+                      source={"reader": "synthetic", **syn}))
+
     def setup(self, stage: str | None = None) -> None:
         if self.graph is None:
+            self.prepare_data()
+            self.info = read_dataset_json(self.root)
             self.hetero, self.graph = self.build()
 
     def build(self) -> tuple[HeteroData, Data]:

@@ -43,6 +43,8 @@ class LinkPrediction(L.LightningModule):
         target_fraction: share of training triples used as targets (and hidden) per step.
         reg: L2 weight on the relation embeddings.
         eval_chunk: test triples scored at once against all nodes (memory: chunk x N floats).
+        multilabel, data_info: linked from the DataModule by train.py; ``data_info["classes"]`` names the
+            genres (``class_names``, for plots). On a multi-label set the accuracy uses each track's first label.
     """
 
     def __init__(
@@ -63,11 +65,14 @@ class LinkPrediction(L.LightningModule):
         in_dim: int | None = None,
         num_free_nodes: int | None = None,
         num_relations: int | None = None,
+        multilabel: bool = False,
+        data_info: dict | None = None,
     ):
         super().__init__()
         if not 0.0 < target_fraction < 1.0:
             raise ValueError(f"target_fraction must be in (0, 1), got {target_fraction}")
         self.save_hyperparameters()
+        self.class_names = list((data_info or {}).get("classes") or []) or None
         self.encoder: RGCNEncoder | None = None
         self.decoder: DistMult | None = None
         if None not in (in_dim, num_free_nodes, num_relations, num_classes):
