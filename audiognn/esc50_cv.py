@@ -9,7 +9,7 @@ samples) as test set. The entire experiment was repeated 5 times with different 
 mean score along with its deviation." For every seed s and fold k this writes
 ``OUT/seed{s}-fold{k}/config.yaml`` — the given config with ``seed_everything: s``, train splits = the other
 folds, val = test = fold k (ESC-50 has no validation fold: validation is for monitoring only), and its
-run directory, checkpoint directory and wandb run name moved under ``OUT/seed{s}-fold{k}`` — then runs, as
+run directory, checkpoint directory (``checkpoint.dirpath``) and wandb run name moved under ``OUT/seed{s}-fold{k}`` — then runs, as
 subprocesses, ``train.py fit`` and ``train.py test --ckpt_path .../checkpoints/last.ckpt`` (the last,
 weight-averaged model: never a checkpoint chosen on the test fold). A small callback added to the run's
 config (:class:`TestMetricsToJson`) writes the test metrics to ``OUT/seed{s}-fold{k}/test_metrics.json``.
@@ -68,13 +68,12 @@ def run_config(base: dict, seed: int, fold: int, folds: list[int], run_dir: Path
         if "name" in logger["init_args"] or "WandbLogger" in str(logger.get("class_path", "")):
             logger["init_args"]["name"] = f"{logger['init_args'].get('name', 'esc50')}-{run_dir.name}"
     callbacks = [c for c in (tr.get("callbacks") or []) if "TestMetricsToJson" not in str(c.get("class_path"))]
-    found = False
-    for cb in callbacks:
-        if str(cb.get("class_path", "")).endswith("ModelCheckpoint"):
-            cb.setdefault("init_args", {}).update(dirpath=str(run_dir / "checkpoints"), save_last=True)
-            found = True
-    if not found:
-        raise ValueError(f"{where}: trainer.callbacks needs a ModelCheckpoint (save_last) to test the last model")
+    if any(str(c.get("class_path", "")).endswith("ModelCheckpoint") for c in callbacks):
+        raise ValueError(f"{where}: put ModelCheckpoint under the top-level 'checkpoint:' key (train.py), "
+                         "not in trainer.callbacks")  # fmt: skip
+    ckpt = cfg.get("checkpoint") if isinstance(cfg.get("checkpoint"), dict) else {}
+    ckpt.update(dirpath=str(run_dir / "checkpoints"), save_last=True)  # the last model is tested
+    cfg["checkpoint"] = ckpt
     callbacks.append({"class_path": "audiognn.esc50_cv.TestMetricsToJson",
                       "init_args": {"path": str(run_dir / "test_metrics.json")}})  # fmt: skip
     tr["callbacks"] = callbacks
