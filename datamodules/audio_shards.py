@@ -37,7 +37,9 @@ import json
 import math
 import multiprocessing as mp
 import random
+import re
 import warnings
+from collections.abc import Iterator
 from pathlib import Path
 
 import lightning as L
@@ -99,8 +101,22 @@ def load_dataset_info(root: str | Path) -> dict:
     return info
 
 
+_NPY_HEADER = re.compile(rb"'descr':\s*'([<>|]?\w+)'.*'fortran_order':\s*False.*'shape':\s*\((\d+),\s*(\d+)\)")
+
+
+def load_npy(buf: bytes) -> np.ndarray:
+    """``np.load`` of a 2-D C-order .npy without ``ast.literal_eval`` of its header (a hot path)."""
+    if buf[:8] == b"\x93NUMPY\x01\x00":
+        hlen = int.from_bytes(buf[8:10], "little")
+        m = _NPY_HEADER.search(buf[10 : 10 + hlen])
+        if m:
+            return np.frombuffer(buf, dtype=np.dtype(m.group(1).decode()), offset=10 + hlen).reshape(
+                int(m.group(2)), int(m.group(3)))
+    return np.load(io.BytesIO(buf), allow_pickle=False)
+
+
 def _decode(sample: dict, num_classes: int, crop: int | None, rng: random.Random | None) -> tuple:
-    mel = np.load(io.BytesIO(sample["mel.npy"]), allow_pickle=False)  # [T, F] float16
+    mel = load_npy(sample["mel.npy"])  # [T, F] float16
     meta = json.loads(sample["json"])
     if crop is not None and mel.shape[0] > crop:
         valid = int(meta.get("valid_frames", mel.shape[0]))
@@ -112,24 +128,89 @@ def _decode(sample: dict, num_classes: int, crop: int | None, rng: random.Random
     return sample["__key__"], mel, y
 
 
+def iter_tar(stream) -> Iterator[tuple[str, bytes]]:
+    """(member name, bytes) of the regular files of an uncompressed tar stream (ustar, GNU or pax headers).
+
+    Hand-written because Python's streaming ``tarfile`` (what webdataset's ``tar_file_iterator`` uses) reads
+    member data in small blocks and dominates the cost of loading a pre-computed log-mel; this reads each
+    member with one ``read``. Raises ``ValueError`` on a damaged header or a truncated member.
+    """
+    pending_name = None
+    while True:
+        header = stream.read(512)
+        if len(header) == 0:
+            return
+        if len(header) < 512:
+            raise ValueError("truncated tar header")
+        if header == b"\0" * 512:
+            return  # end-of-archive marker
+        chksum = int(header[148:156].split(b"\0", 1)[0].strip() or b"0", 8)
+        if chksum != sum(header[:148]) + 256 + sum(header[156:]):
+            raise ValueError("bad tar header checksum")
+        size_field = header[124:136]
+        size = int.from_bytes(size_field[1:], "big") if size_field[0] & 0x80 else int(size_field.split(b"\0", 1)[0].strip() or b"0", 8)
+        kind = header[156:157]
+        data = stream.read(size)
+        if len(data) < size:
+            raise ValueError(f"truncated tar member ({len(data)} of {size} bytes)")
+        pad = (-size) % 512
+        if pad and len(stream.read(pad)) < pad:
+            raise ValueError("truncated tar padding")
+        if kind == b"x":  # pax extended header: take its path record
+            for rec in data.decode("utf-8", "replace").split("\n"):
+                if " path=" in rec:
+                    pending_name = rec.split(" path=", 1)[1]
+            continue
+        if kind == b"L":  # GNU long name
+            pending_name = data.rstrip(b"\0").decode("utf-8", "replace")
+            continue
+        if kind not in (b"0", b"\0"):
+            pending_name = None
+            continue
+        if pending_name is not None:
+            name, pending_name = pending_name, None
+        else:
+            name = header[:100].split(b"\0", 1)[0].decode("utf-8", "replace")
+            prefix = header[345:500].split(b"\0", 1)[0].decode("utf-8", "replace") if header[257:262] == b"ustar" else ""
+            name = f"{prefix}/{name}" if prefix else name
+        yield name, data
+
+
 def _read_shard(url: str, skip: bool, counter):
     """Yield raw samples ({"__key__", "mel.npy", "json"}) of one tar; errors name the shard."""
     try:
-        stream = wds.gopen(url)
-        files = ({**f, "__url__": url} for f in wds.tariterators.tar_file_iterator(stream))
-        samples = wds.tariterators.group_by_keys(files)
-        for s in samples:
-            if "mel.npy" not in s or "json" not in s:
-                raise ShardError(f"sample '{s.get('__key__')}' lacks mel.npy or json")
-            yield s
+        if url.endswith((".gz", ".tgz")):  # compressed shards: webdataset's (tarfile-based) reader
+            stream = wds.gopen(url)
+            files = ((f["fname"], f["data"]) for f in wds.tariterators.tar_file_iterator(stream))
+        else:
+            stream = wds.gopen(url, bufsize=1 << 20) if "://" in url or url.startswith("pipe:") else open(url, "rb", buffering=1 << 20)
+            files = iter_tar(stream)
+        current: dict | None = None
+        for name, data in files:
+            base = name.rsplit("/", 1)[-1]
+            key, _, ext = base.partition(".")  # webdataset's rule: the key ends at the first dot
+            if current is not None and key != current["__key__"]:
+                yield _checked(current)
+                current = None
+            if current is None:
+                current = {"__key__": key}
+            current[ext] = data
+        if current is not None:
+            yield _checked(current)
         stream.close()
-    except Exception as exc:  # tarfile.ReadError, OSError, ShardError, ...
+    except Exception as exc:  # ValueError from the tar reader, OSError, ShardError, ...
         msg = f"corrupt or truncated shard {url}: {exc}"
         if not skip:
             raise ShardError(msg) from exc
         warnings.warn(msg + " (skipped: skip_corrupt_shards=True)", stacklevel=2)
         if counter is not None:
             counter.add()
+
+
+def _checked(sample: dict) -> dict:
+    if "mel.npy" not in sample or "json" not in sample:
+        raise ShardError(f"sample '{sample.get('__key__')}' lacks mel.npy or json")
+    return sample
 
 
 def split_sizes(total: int, parts: int) -> list[int]:
@@ -167,7 +248,16 @@ class ShardStream(IterableDataset):
         self.num_classes, self.batch_size, self.mode = num_classes, batch_size, mode
         self.seed, self.crop_frames, self.shuffle_buffer = seed, crop_frames, shuffle_buffer
         self.skip_corrupt, self.counter = skip_corrupt, counter
-        self.rank, self.world, self.num_workers, self.epoch = 0, 1, 1, 0
+        self.rank, self.world, self.num_workers = 0, 1, 1
+        self._epoch = mp.Value("i", 0)  # shared with (persistent) workers: set by the loader each epoch
+
+    @property
+    def epoch(self) -> int:
+        return int(self._epoch.value)
+
+    @epoch.setter
+    def epoch(self, value: int) -> None:
+        self._epoch.value = int(value)
 
     # --- who reads what ----------------------------------------------------------------------------
     @property
@@ -234,15 +324,6 @@ class ShardStream(IterableDataset):
         keys, mels, ys = zip(*items)
         return {"x": torch.from_numpy(np.stack(mels)), "y": torch.from_numpy(np.stack(ys)), "key": list(keys)}
 
-    def _shuffled(self, items, rng: random.Random):
-        buf = []
-        for item in items:
-            buf.append(item)
-            if len(buf) >= self.shuffle_buffer:
-                yield buf.pop(rng.randrange(len(buf)))
-        rng.shuffle(buf)
-        yield from buf
-
     def __iter__(self):
         info = get_worker_info()
         worker = info.id if info is not None else 0
@@ -262,8 +343,8 @@ class ShardStream(IterableDataset):
             # exact: this worker's m clips in exactly n_b batches (n_b is fixed by the plan, equal over ranks)
             sizes = split_sizes(m, n_b) if train else [min(self.batch_size, m - i) for i in range(0, m, self.batch_size)]
         items = (_decode(s, self.num_classes, self.crop_frames if train else None, rng) for s in source)
-        if train:
-            items = self._shuffled(items, rng)
+        if train:  # webdataset's buffer shuffle; starts yielding once a tenth of the buffer is filled
+            items = wds.shuffle(self.shuffle_buffer, max(1, self.shuffle_buffer // 10), rng=rng)(items)
         for size in sizes:
             batch = list(itertools.islice(items, size))
             if not batch:  # only when a corrupt shard was skipped
@@ -272,7 +353,10 @@ class ShardStream(IterableDataset):
 
 
 class _EpochLoader(DataLoader):
-    """A DataLoader that tells its ShardStream the epoch (from the trainer) before each pass."""
+    """A DataLoader that tells its ShardStream the epoch (from the trainer) before each pass.
+
+    The epoch lives in shared memory, so persistent workers (started once per run, not per epoch) see it.
+    """
 
     def __init__(self, *args, epoch_fn=None, **kw):
         super().__init__(*args, **kw)
@@ -421,7 +505,7 @@ class AudioShardDataModule(L.LightningDataModule):
         ds.num_workers = max(1, hp.num_workers)
         epoch_fn = (lambda: self.trainer.current_epoch) if self.trainer is not None else None
         return _EpochLoader(ds, batch_size=None, num_workers=hp.num_workers, epoch_fn=epoch_fn,
-                            persistent_workers=False, prefetch_factor=2 if hp.num_workers else None)
+                            persistent_workers=hp.num_workers > 0, prefetch_factor=2 if hp.num_workers else None)
 
     def train_dataloader(self):
         return self._loader(self.hparams.train_splits, self.hparams.train_mode)

@@ -29,6 +29,7 @@ import multiprocessing as mp
 import os
 import shutil
 import sys
+import tarfile
 import tempfile
 from collections import defaultdict
 from dataclasses import dataclass, field
@@ -190,6 +191,8 @@ def prepare(result, out: str | Path, cfg: FeatureConfig = FeatureConfig(), worke
             jobs = [(c, cfg.to_dict()) for c in clips]
             it = pool.imap(_featurize, jobs, chunksize=4) if pool else map(_featurize, jobs)
             shards, counts, writer, fh = [], [], None, None
+            # USTAR headers (no pax records to parse per member when reading) hold names of <= 100 bytes
+            tar_format = tarfile.USTAR_FORMAT if max(len(c["key"]) for c in clips) <= 80 else tarfile.PAX_FORMAT
             for r in it:
                 bar.update(1)
                 if "reason" in r:
@@ -201,7 +204,7 @@ def prepare(result, out: str | Path, cfg: FeatureConfig = FeatureConfig(), worke
                         fh.close()
                     name = f"{split}-{len(shards):06d}.tar"
                     fh = open(tmp / name, "wb")
-                    writer = wds.TarWriter(fh, encoder=False, mtime=0.0)
+                    writer = wds.TarWriter(fh, encoder=False, mtime=0.0, format=tar_format)
                     shards.append(name)
                     counts.append(0)
                 c = meta_of[r["key"]]

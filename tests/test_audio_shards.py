@@ -165,3 +165,25 @@ def test_augmentation_only_while_training_and_normalisation_always(tmp_path):
     torch.manual_seed(0)
     out = dm.on_after_batch_transfer(batch, 0)
     assert not torch.equal(out["x"], (batch["x"].float() - 1.0) / 2.0)
+
+
+@pytest.mark.parametrize("fmt", ["USTAR_FORMAT", "GNU_FORMAT", "PAX_FORMAT"])
+def test_tar_reader_equals_tarfile(tmp_path, fmt):
+    import tarfile
+
+    from datamodules.audio_shards import iter_tar
+
+    rng = np.random.default_rng(0)
+    path = tmp_path / "x.tar"
+    members = {("k" * (120 if fmt != "USTAR_FORMAT" else 40)) + f"{i}.mel.npy": rng.bytes(int(rng.integers(0, 3000)))
+               for i in range(5)}
+    with tarfile.open(path, "w", format=getattr(tarfile, fmt)) as tf:
+        for name, data in members.items():
+            info = tarfile.TarInfo(name)
+            info.size = len(data)
+            tf.addfile(info, io.BytesIO(data))
+    with open(path, "rb") as f:
+        assert dict(iter_tar(f)) == members
+    raw = path.read_bytes()
+    with pytest.raises(ValueError, match="truncated"):
+        list(iter_tar(io.BytesIO(raw[:2000])))
