@@ -21,6 +21,15 @@ from audiognn.graph import (
 from audiognn.graph.relative_pos import RelativePositionCache
 
 
+@pytest.fixture(autouse=True)
+def _one_thread():
+    """Small tensors: one intra-op thread avoids OpenMP barrier costs (huge on a busy shared machine)."""
+    prev = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(prev)
+
+
 def _vig_sincos_square(dim: int, g: int) -> np.ndarray:
     """ViG / MAE get_2d_sincos_pos_embed (square grid), re-derived in numpy."""
 
@@ -198,3 +207,15 @@ def test_knn_clamps_k_and_dilation_for_few_keys():
     idx = dense_dilated_knn(x, x[:, :6], k=5, dilation=2)
     assert idx.shape == (1, 10, 5) and int(idx.max()) < 6
     assert math.isfinite(float(idx.float().mean()))
+
+
+def test_knn_and_clusters_ignore_bf16_autocast():
+    x = torch.randn(2, 8, 6, 10)
+    conv = LHGConv(8, k=5, reduce=2, num_clusters=6, top_clusters=2).eval()
+    keys, idx = conv.neighbours(x)
+    c, top = conv.clusters(x)
+    with torch.autocast("cpu", dtype=torch.bfloat16):
+        keys_bf, idx_bf = conv.neighbours(x)
+        c_bf, top_bf = conv.clusters(x)
+    assert torch.equal(idx, idx_bf) and torch.equal(top, top_bf)  # ranked in float32
+    torch.testing.assert_close(c_bf, c)

@@ -53,11 +53,16 @@ def dense_dilated_knn(
     Returns:
         idx [B, N, k] int64 key indices, nearest first.
     """
+    with torch.autocast(x.device.type, enabled=False):  # rank neighbours in float32 even under bf16 autocast
+        return _knn(x.float(), y.float(), k, dilation, relative_pos, max_elements)
+
+
+def _knn(x, y, k, dilation, relative_pos, max_elements):
     B, N, _ = x.shape
     M = y.shape[1]
     k, dilation = effective_k_dilation(k, dilation, M)
-    x = F.normalize(x.float(), p=2.0, dim=-1)  # [B, N, C]
-    y = F.normalize(y.float(), p=2.0, dim=-1)  # [B, M, C]
+    x = F.normalize(x, p=2.0, dim=-1)  # [B, N, C]
+    y = F.normalize(y, p=2.0, dim=-1)  # [B, M, C]
     x_sq = (x * x).sum(-1, keepdim=True)  # [B, N, 1]
     y_sq = (y * y).sum(-1).unsqueeze(1)  # [B, 1, M]
     chunk = max(1, max_elements // max(1, B * M))
@@ -66,7 +71,7 @@ def dense_dilated_knn(
         e = min(N, s + chunk)
         dist = torch.baddbmm(x_sq[:, s:e] + y_sq, x[:, s:e], y.transpose(1, 2), alpha=-2.0)  # [B, n, M]
         if relative_pos is not None:
-            dist = dist - relative_pos[s:e]
+            dist = dist - relative_pos[s:e].float()
         _, nn_idx = torch.topk(dist, k * dilation, dim=-1, largest=False)  # [B, n, k*d]
         out.append(nn_idx[:, :, ::dilation])
     return torch.cat(out, dim=1) if len(out) > 1 else out[0]

@@ -109,7 +109,7 @@ class LHGConv(nn.Module):
     def clusters(self, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         """Centroids [B, P, C] and indices of L_i [B, N, K] (no gradient)."""
         B, C, H, W = x.shape
-        with torch.no_grad():
+        with torch.no_grad(), torch.autocast(x.device.type, enabled=False):  # clustering in float32
             nodes = x.detach().flatten(2).transpose(1, 2).float()  # [B, N, C]
             c, score = self.cluster(nodes, (H, W))
             top = score.topk(min(self.top_clusters, c.shape[1]), dim=-1).indices  # [B, N, K]
