@@ -71,8 +71,13 @@ class ShardError(RuntimeError):
     """A shard that cannot be read; the message names it."""
 
 
+def is_url(root: str) -> bool:
+    """True for anything webdataset opens that is not a local path (``pipe:...``, ``http://``, ``s3://`` ...)."""
+    return "://" in root or root.startswith("pipe:")
+
+
 def _join(root: str, name: str) -> str:
-    if "://" in root or root.startswith("pipe:"):
+    if is_url(root):
         return root.rstrip("/") + "/" + name
     return str(Path(root) / name)
 
@@ -82,7 +87,7 @@ def load_dataset_info(root: str | Path) -> dict:
     root = str(root)
     path = _join(root, "dataset.json")
     try:
-        if "://" in root:
+        if is_url(root):
             with wds.gopen(path) as f:
                 info = json.loads(f.read())
         else:
@@ -183,7 +188,7 @@ def _read_shard(url: str, skip: bool, counter):
             stream = wds.gopen(url)
             files = ((f["fname"], f["data"]) for f in wds.tariterators.tar_file_iterator(stream))
         else:
-            stream = wds.gopen(url, bufsize=1 << 20) if "://" in url or url.startswith("pipe:") else open(url, "rb", buffering=1 << 20)
+            stream = wds.gopen(url, bufsize=1 << 20) if is_url(url) else open(url, "rb", buffering=1 << 20)
             files = iter_tar(stream)
         current: dict | None = None
         for name, data in files:
@@ -430,7 +435,7 @@ class AudioShardDataModule(L.LightningDataModule):
         super().__init__()
         self.save_hyperparameters()
         self.root = str(root)
-        if (Path(self.root) / "dataset.json").exists() or "://" in self.root:
+        if is_url(self.root) or (Path(self.root) / "dataset.json").exists():
             self.info = load_dataset_info(self.root)
         elif synthetic is not None:
             from audiognn.features import FeatureConfig
@@ -462,7 +467,7 @@ class AudioShardDataModule(L.LightningDataModule):
     # --- data preparation ---------------------------------------------------------------------------
     def prepare_data(self) -> None:
         syn = self.hparams.synthetic
-        if syn is None or (Path(self.root) / "dataset.json").exists():
+        if syn is None or is_url(self.root) or (Path(self.root) / "dataset.json").exists():
             return
         from audiognn.features import FeatureConfig
         from datamodules.prepare import prepare, synthetic_result

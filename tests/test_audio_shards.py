@@ -187,3 +187,16 @@ def test_tar_reader_equals_tarfile(tmp_path, fmt):
     raw = path.read_bytes()
     with pytest.raises(ValueError, match="truncated"):
         list(iter_tar(io.BytesIO(raw[:2000])))
+
+
+def test_reads_any_webdataset_url(tmp_path):
+    """A ``pipe:`` URL prefix (as for ``pipe:curl -s https://...``) reads the same clips as the local path."""
+    make_shards(tmp_path, [3, 2], extra_splits={"val": [4]})
+    local = AudioShardDataModule(root=str(tmp_path), batch_size=2, num_workers=0)
+    piped = AudioShardDataModule(root=f"pipe:cat {tmp_path}", batch_size=2, num_workers=0)
+    assert piped.class_names == local.class_names
+    keys = []
+    for dm in (local, piped):
+        dm.setup("fit")
+        keys.append([k for b in dm.val_dataloader() for k in b["key"]])
+    assert keys[0] == keys[1] and len(keys[0]) == 4
