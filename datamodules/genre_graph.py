@@ -95,19 +95,48 @@ def mfcc_statistics(clips: list[dict], n_mfcc: int, norm: dict) -> torch.Tensor:
     return torch.stack(out)
 
 
-@torch.no_grad()
-def checkpoint_embeddings(clips: list[dict], checkpoint: str | Path, norm: dict, batch_size: int = 16) -> torch.Tensor:
-    """``[n_clips, D]``: ``backbone.embed`` of a trained AudioClassifier checkpoint on each clip."""
+def load_backbone(checkpoint: str | Path, backbone: dict | None = None):
+    """The backbone of an AudioClassifier checkpoint, in eval mode.
+
+    The checkpoint stores the backbone's weights but not its class (AudioClassifier takes it as a callable),
+    so ``backbone`` = ``{"class_path": ..., "init_args": {...}}`` names it; when None, it is read from the
+    run's ``config.yaml`` (train.py writes it beside the logger's directory) next to the checkpoint or one
+    level up (``runs/NAME/checkpoints/last.ckpt`` -> ``runs/NAME/config.yaml``).
+    """
+    import importlib
+    from functools import partial
+
+    import yaml
+
     from audiognn.tasks.audio_classifier import AudioClassifier
 
-    module = AudioClassifier.load_from_checkpoint(str(checkpoint), map_location="cpu")
-    backbone = getattr(module, "backbone", None)
-    if backbone is None or not hasattr(backbone, "embed"):
-        raise ValueError(f"checkpoint {checkpoint}: its module has no `backbone` with an `embed` method")
-    backbone.eval()
+    ckpt = Path(checkpoint)
+    if not ckpt.exists():
+        raise FileNotFoundError(f"checkpoint {ckpt} not found")
+    if backbone is None:
+        for cfg in (ckpt.parent / "config.yaml", ckpt.parent.parent / "config.yaml"):
+            if cfg.exists():
+                with open(cfg) as f:
+                    backbone = ((yaml.safe_load(f) or {}).get("model", {}).get("init_args", {}) or {}).get("backbone")
+                if backbone:
+                    break
+    if not backbone or "class_path" not in backbone:
+        raise ValueError(f"checkpoint {ckpt}: cannot tell its backbone class; give `backbone: {{class_path: "
+                         "audiognn.models.cnn.CNN, init_args: {...}}` (as in the training config)")
+    mod, _, name = backbone["class_path"].rpartition(".")
+    fn = partial(getattr(importlib.import_module(mod), name), **(backbone.get("init_args") or {}))
+    module = AudioClassifier.load_from_checkpoint(str(ckpt), map_location="cpu", backbone=fn)
+    if not hasattr(module.backbone, "embed"):
+        raise ValueError(f"checkpoint {ckpt}: backbone {backbone['class_path']} has no `embed` method")
+    return module.backbone.eval()
+
+
+@torch.no_grad()
+def checkpoint_embeddings(clips: list[dict], backbone, norm: dict) -> torch.Tensor:
+    """``[n_clips, D]``: ``backbone.embed`` of each clip's normalised log-mel (valid frames only)."""
     out = []
     for c in clips:  # one clip at a time: clips may differ in length
-        x = (torch.from_numpy(c["mel"][: max(c["valid"], 1)]) - norm["mean"]) / norm["std"]
+        x = (torch.from_numpy(c["mel"][: max(c["valid"], 1)]) - norm["mean"]) / norm["std"]  # [T, F]
         out.append(backbone.embed(x[None])[0])
     return torch.stack(out)
 
@@ -132,7 +161,8 @@ class GenreGraphDataModule(L.LightningDataModule):
 
     Args:
         root: shard directory (with dataset.json).
-        features: "mfcc" or "checkpoint"; checkpoint: path of an AudioClassifier checkpoint.
+        features: "mfcc" or "checkpoint"; checkpoint: path of an AudioClassifier checkpoint; backbone: its
+            backbone as {class_path, init_args} (default: from the run's config.yaml, see load_backbone).
         n_mfcc: MFCC coefficients for "mfcc" features.
         k: nearest tracks per track for ``similar_to``; metric: "cosine" or "euclidean".
         train_split, val_split, test_split: split names in dataset.json (a missing test split falls back to
@@ -148,6 +178,7 @@ class GenreGraphDataModule(L.LightningDataModule):
         root: str,
         features: str = "mfcc",
         checkpoint: str | None = None,
+        backbone: dict | None = None,
         n_mfcc: int = 20,
         k: int = 10,
         metric: str = "cosine",
@@ -183,7 +214,7 @@ class GenreGraphDataModule(L.LightningDataModule):
                              "link prediction needs held-out tracks")
         self.val_split = val_split if val_split in splits else test_split
         self.test_split = test_split if test_split in splits else val_split
-        self.hparams_ = dict(features=features, checkpoint=checkpoint, n_mfcc=n_mfcc, k=k, metric=metric,
+        self.hparams_ = dict(features=features, checkpoint=checkpoint, backbone=backbone, n_mfcc=n_mfcc, k=k, metric=metric,
                              train_split=train_split)
         self.steps_per_epoch = steps_per_epoch
         self.graph: Data | None = None
@@ -230,7 +261,7 @@ class GenreGraphDataModule(L.LightningDataModule):
         if hp["features"] == "mfcc":
             feats = mfcc_statistics(clips, hp["n_mfcc"], norm)
         else:
-            feats = checkpoint_embeddings(clips, hp["checkpoint"], norm)
+            feats = checkpoint_embeddings(clips, load_backbone(hp["checkpoint"], hp["backbone"]), norm)
         is_train = torch.tensor([s == hp["train_split"] for s in split_of])
         mu, sd = feats[is_train].mean(0), feats[is_train].std(0).clamp_min(1e-6)
         feats = (feats - mu) / sd  # [Nt, D]

@@ -111,3 +111,40 @@ def test_heldout_genre_by_link_ranking_above_chance(tmp_path):
     assert res["test/acc"] >= 0.5, res
     assert res["test/mrr"] >= 0.3, res
     assert 0 < res["test/hits@1"] <= res["test/hits@3"] <= res["test/hits@10"] <= 1
+
+
+def test_checkpoint_features_are_backbone_embeddings(tmp_path):
+    from functools import partial
+
+    import yaml
+
+    from audiognn.models.genre_gnn import GenreGNN
+    from audiognn.tasks.audio_classifier import AudioClassifier
+    from datamodules.genre_graph import read_shard_clips
+
+    clips = [("a", "train", 0, None), ("b", "train", 1, None), ("c", "train", 2, None), ("d", "val", 1, None)]
+    _write_shards(tmp_path, ["g0", "g1", "g2"], clips)
+    init = {"n_mels": 16, "segment_frames": 4, "hidden": 8, "num_layers": 1}
+    module = AudioClassifier(partial(GenreGNN, **init), 3)
+    trainer = L.Trainer(logger=False, enable_checkpointing=False, enable_progress_bar=False,
+                        enable_model_summary=False, max_steps=1)
+    batch = {"x": torch.randn(4, 40, 16), "y": torch.eye(3)[[0, 1, 2, 1]], "key": list("abcd")}
+    trainer.fit(module, torch.utils.data.DataLoader([batch], batch_size=None))
+    run = tmp_path / "run"
+    (run / "checkpoints").mkdir(parents=True)
+    trainer.save_checkpoint(run / "checkpoints" / "last.ckpt")
+    # the backbone class comes from the run's config.yaml, as train.py writes it
+    cfg = {"model": {"init_args": {"backbone": {"class_path": "audiognn.models.genre_gnn.GenreGNN", "init_args": init}}}}
+    (run / "config.yaml").write_text(yaml.safe_dump(cfg))
+    dm = GenreGraphDataModule(str(tmp_path), features="checkpoint", checkpoint=str(run / "checkpoints" / "last.ckpt"),
+                              k=2)
+    dm.setup()
+    module.eval()
+    with torch.no_grad():
+        mels = [torch.from_numpy(c["mel"]) for s in ("train", "val") for c in read_shard_clips(tmp_path, s)]
+        emb = torch.cat([module.backbone.embed(m[None]) for m in mels])  # [4, D]
+    emb = (emb - emb[:3].mean(0)) / emb[:3].std(0).clamp_min(1e-6)
+    torch.testing.assert_close(dm.graph.x, emb, rtol=1e-4, atol=1e-4)
+    (run / "config.yaml").unlink()
+    with pytest.raises(ValueError, match="backbone"):
+        GenreGraphDataModule(str(tmp_path), features="checkpoint", checkpoint=str(run / "checkpoints" / "last.ckpt")).setup()
