@@ -48,8 +48,16 @@ def make_plots(user_emb: np.ndarray, item_emb: np.ndarray, users: np.ndarray, it
     from sklearn.cluster import KMeans
     from sklearn.manifold import TSNE
     from sklearn.preprocessing import normalize
+    from threadpoolctl import threadpool_limits
 
     os.makedirs(outdir, exist_ok=True)
+    with threadpool_limits(limits=1):  # sklearn's OpenMP pool next to torch's oversubscribes 2 cores badly
+        return _make_plots(plt, KMeans, TSNE, normalize, user_emb, item_emb, users, items, outdir, stage,
+                           song_clusters, user_clusters, max_songs, seed)
+
+
+def _make_plots(plt, KMeans, TSNE, normalize, user_emb, item_emb, users, items, outdir, stage, song_clusters,
+                user_clusters, max_songs, seed):
     k_i = min(song_clusters, len(item_emb))
     k_u = min(user_clusters, len(user_emb))
     item_labels = KMeans(k_i, n_init=4, random_state=seed).fit_predict(normalize(item_emb))

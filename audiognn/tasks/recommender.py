@@ -121,10 +121,18 @@ class Recommender(L.LightningModule):
                 continue  # no cold-start split (the same on every rank)
             vals = m.compute()
             self.log_dict({f"{stage}/{k}": v for k, v in vals.items()}, sync_dist=False)
-            m.reset()
+            self._reset(stage)
+
+    def _reset(self, *stages):
+        # Lightning runs validate/test under inference_mode; states re-created there would be inference
+        # tensors that a later validation inside fit (no_grad only) cannot update in place.
+        with torch.inference_mode(False):
+            for stage in stages:
+                self.metrics[stage].reset()
 
     def on_validation_epoch_start(self):
         self._eval_cache = None
+        self._reset("val")
 
     def validation_step(self, users, batch_idx):
         self._eval_step(users, "val")
@@ -134,6 +142,7 @@ class Recommender(L.LightningModule):
 
     def on_test_epoch_start(self):
         self._eval_cache = None
+        self._reset("test", "test_cold")
 
     def test_step(self, users, batch_idx, dataloader_idx=0):
         self._eval_step(users, "test" if dataloader_idx == 0 else "test_cold")
