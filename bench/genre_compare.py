@@ -8,8 +8,8 @@ Each model is built from its conf/genre/*.yaml (the classifiers' backbones and t
 hyper-parameters), trained with Lightning (classifiers through AudioClassifier on AudioShardDataModule, the
 link predictor on GenreGraphDataModule's graph of the same shards) and tested on the test split. Prints
 one table -- test accuracy, macro-F1, trainable parameters, training seconds per epoch and its ratio to the
-CNN's (the reference measured in the same run; absolute times on a shared machine are noisy) -- and writes
-``confusion_<model>.png`` per model to ``--out``.
+CNN's (the reference measured in the same run, or the first model's when the CNN is not run; absolute times
+on a shared machine are noisy) -- and writes ``confusion_<model>.png`` per model to ``--out``.
 
 Notes: an epoch of the link predictor is ``steps_per_epoch`` full-graph steps (conf/genre/linkpred.yaml), not
 a pass over clips; it predicts held-out tracks' genres from the graph (their MFCC statistics and similar
@@ -170,13 +170,14 @@ def main(argv: list[str] | None = None) -> int:
         plot_confusion_matrix(r["cm"], r["classes"], f"{name} test", out / f"confusion_{name}.png")
         print(f"  {name}: done in {time.perf_counter() - t0:.1f} s", flush=True)
 
-    ref = results.get("cnn")
-    ref_t = sum(ref["times"]) / len(ref["times"]) if ref else None
-    print("\n| model | test acc | macro-F1 | params | train s/epoch | vs CNN |")
+    ref_name = "cnn" if "cnn" in results else next(iter(results))  # the reference timed in this run
+    ref = results[ref_name]
+    ref_t = sum(ref["times"]) / len(ref["times"])
+    print(f"\n| model | test acc | macro-F1 | params | train s/epoch | vs {ref_name} |")
     print("| --- | --- | --- | --- | --- | --- |")
     for name, r in results.items():
         t = sum(r["times"]) / len(r["times"])
-        ratio = f"{t / ref_t:.2f}x" if ref_t else "-"
+        ratio = f"{t / ref_t:.2f}x"
         print(f"| {name} | {r['acc']:.3f} | {r['f1']:.3f} | {r['params']:,} | {t:.2f} | {ratio} |")
     if "linkpred" in results:
         e = results["linkpred"]["extra"]
