@@ -1,7 +1,7 @@
 """Seed 000's comparison: GenreGNN vs the CNN and RNN baselines vs R-GCN link prediction, on the same shards
 with the same number of epochs.
 
-    python bench/genre_compare.py                      # synthetic genre set, CI-sized (a few minutes on 2 cores)
+    python bench/genre_compare.py          # synthetic genre set, CI-sized (a few minutes on 2 cores)
     python bench/genre_compare.py --shards data/gtzan --epochs 60 --crop-frames 300 --threads 4
 
 Each model is built from its conf/genre/*.yaml (the classifiers' backbones and the link predictor's
@@ -73,17 +73,33 @@ def make_synthetic(out: Path, train: int, val: int, test: int, frames: int, seed
 
     root = out / f"synthetic-genre-{train}-{val}-{test}-{frames}-{seed}"
     if not (root / "dataset.json").exists():
-        print(prepare(synthetic_result("genre", train, val, test, seed), root, FeatureConfig(target_frames=frames),
-                      workers=1, progress=False))
+        print(
+            prepare(
+                synthetic_result("genre", train, val, test, seed),
+                root,
+                FeatureConfig(target_frames=frames),
+                workers=1,
+                progress=False,
+            )
+        )
     return root
 
 
 def _trainer(epochs: int, callbacks: list):
     import lightning as L
 
-    return L.Trainer(max_epochs=epochs, logger=False, enable_checkpointing=False, enable_progress_bar=False,
-                     enable_model_summary=False, num_sanity_val_steps=0, limit_val_batches=0,
-                     callbacks=callbacks, accelerator="cpu", devices=1)
+    return L.Trainer(
+        max_epochs=epochs,
+        logger=False,
+        enable_checkpointing=False,
+        enable_progress_bar=False,
+        enable_model_summary=False,
+        num_sanity_val_steps=0,
+        limit_val_batches=0,
+        callbacks=callbacks,
+        accelerator="cpu",
+        devices=1,
+    )
 
 
 def run_classifier(name: str, root: Path, args) -> dict:
@@ -94,19 +110,40 @@ def run_classifier(name: str, root: Path, args) -> dict:
     cfg = _load_yaml(name)["model"]["init_args"]
     bb = cfg["backbone"]
     backbone = partial(_class(bb["class_path"]), **bb.get("init_args", {}))
-    dm = AudioShardDataModule(str(root), batch_size=args.batch_size, num_workers=0, mixup_prob=0.0, freq_mask=0,
-                              time_mask=0, train_crop_frames=args.crop_frames, seed=args.seed)
+    dm = AudioShardDataModule(
+        str(root),
+        batch_size=args.batch_size,
+        num_workers=0,
+        mixup_prob=0.0,
+        freq_mask=0,
+        time_mask=0,
+        train_crop_frames=args.crop_frames,
+        seed=args.seed,
+    )
     lr = cfg.get("optimizer", {}).get("init_args", {}).get("lr", 1e-3)
-    model = AudioClassifier(backbone, dm.num_classes, dm.multilabel, data_info=dm.data_info,
-                            optimizer=partial(PaperAdamW, lr=lr), warmup_steps=min(cfg.get("warmup_steps", 0), 10),
-                            schedule=cfg.get("schedule", "cosine"), eval_crop_frames=args.crop_frames)
+    model = AudioClassifier(
+        backbone,
+        dm.num_classes,
+        dm.multilabel,
+        data_info=dm.data_info,
+        optimizer=partial(PaperAdamW, lr=lr),
+        warmup_steps=min(cfg.get("warmup_steps", 0), 10),
+        schedule=cfg.get("schedule", "cosine"),
+        eval_crop_frames=args.crop_frames,
+    )
     timer, cm = EpochTimer(), ConfusionMatrixPlot(every_n_epochs=10**9)
     trainer = _trainer(args.epochs, [timer, cm])
     trainer.fit(model, dm)
     res = trainer.test(model, dm, verbose=False)[0]
     params = sum(p.numel() for p in model.backbone.parameters() if p.requires_grad)
-    return {"acc": res["test/acc"], "f1": res["test/f1"], "params": params, "times": timer.times,
-            "cm": cm.matrices["test"], "classes": dm.class_names}
+    return {
+        "acc": res["test/acc"],
+        "f1": res["test/f1"],
+        "params": params,
+        "times": timer.times,
+        "cm": cm.matrices["test"],
+        "classes": dm.class_names,
+    }
 
 
 def run_linkpred(root: Path, args) -> dict:
@@ -117,35 +154,52 @@ def run_linkpred(root: Path, args) -> dict:
     conf = _load_yaml("linkpred")
     dcfg = {k: v for k, v in conf["data"]["init_args"].items() if k not in ("root", "synthetic")}
     dm = GenreGraphDataModule(str(root), **dcfg)
-    model = LinkPrediction(num_classes=dm.num_classes, data_info={"classes": dm.class_names},
-                           **conf["model"]["init_args"])
+    model = LinkPrediction(
+        num_classes=dm.num_classes, data_info={"classes": dm.class_names}, **conf["model"]["init_args"]
+    )
     timer, cm = EpochTimer(), ConfusionMatrixPlot(every_n_epochs=10**9)
     trainer = _trainer(args.epochs, [timer, cm])
     trainer.fit(model, dm)
     res = trainer.test(model, dm, verbose=False)[0]
     params = sum(p.numel() for p in model.parameters() if p.requires_grad)
-    return {"acc": res["test/acc"], "f1": res["test/f1"], "params": params, "times": timer.times,
-            "cm": cm.matrices["test"], "classes": dm.class_names,
-            "extra": {k: res[f"test/{k}"] for k in ("mrr", "hits@1", "hits@3", "hits@10")}}
+    return {
+        "acc": res["test/acc"],
+        "f1": res["test/f1"],
+        "params": params,
+        "times": timer.times,
+        "cm": cm.matrices["test"],
+        "classes": dm.class_names,
+        "extra": {k: res[f"test/{k}"] for k in ("mrr", "hits@1", "hits@3", "hits@10")},
+    }
 
 
 def main(argv: list[str] | None = None) -> int:
     p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    p.add_argument("--shards", help="prepared shard directory (e.g. GTZAN); default: generate the synthetic set")
+    p.add_argument(
+        "--shards", help="prepared shard directory (e.g. GTZAN); default: generate the synthetic set"
+    )
     p.add_argument("--out", default="runs/genre-compare", help="where PNGs (and the synthetic set) go")
     p.add_argument("--epochs", type=int, default=4)
     p.add_argument("--batch-size", type=int, default=16)
-    p.add_argument("--crop-frames", type=int, default=None,
-                   help="train on random crops of this many frames, test on the mean of consecutive crops' logits "
-                        "(GTZAN: 300 = 3 s)")
+    p.add_argument(
+        "--crop-frames",
+        type=int,
+        default=None,
+        help="train on random crops of this many frames, test on the mean of consecutive crops' logits "
+        "(GTZAN: 300 = 3 s)",
+    )
     p.add_argument("--models", nargs="+", default=list(MODELS), choices=MODELS)
     p.add_argument("--train", type=int, default=160, help="synthetic: training clips")
     p.add_argument("--val", type=int, default=16, help="synthetic: validation clips")
     p.add_argument("--test", type=int, default=80, help="synthetic: test clips")
     p.add_argument("--frames", type=int, default=256, help="synthetic: frames per clip")
     p.add_argument("--seed", type=int, default=0)
-    p.add_argument("--threads", type=int, default=1,
-                   help="torch threads (1 by default: PyG scatter slows down badly with 2 threads on a busy 2-core box)")
+    p.add_argument(
+        "--threads",
+        type=int,
+        default=1,
+        help="torch threads (1 by default: PyG scatter slows down badly with 2 threads on a busy 2-core box)",
+    )
     args = p.parse_args(argv)
 
     import lightning as L
@@ -156,11 +210,17 @@ def main(argv: list[str] | None = None) -> int:
     torch.set_num_threads(args.threads)
     out = Path(args.out)
     out.mkdir(parents=True, exist_ok=True)
-    root = Path(args.shards) if args.shards else make_synthetic(out, args.train, args.val, args.test, args.frames,
-                                                                args.seed)
+    root = (
+        Path(args.shards)
+        if args.shards
+        else make_synthetic(out, args.train, args.val, args.test, args.frames, args.seed)
+    )
     info = json.loads((root / "dataset.json").read_text())
-    print(f"data: {root} ({info.get('name', '?')}; {len(info['classes'])} classes; "
-          + ", ".join(f"{s}: {m.get('clips', '?')}" for s, m in info["splits"].items()) + f"); epochs: {args.epochs}")
+    print(
+        f"data: {root} ({info.get('name', '?')}; {len(info['classes'])} classes; "
+        + ", ".join(f"{s}: {m.get('clips', '?')}" for s, m in info["splits"].items())
+        + f"); epochs: {args.epochs}"
+    )
     results = {}
     for name in args.models:
         L.seed_everything(args.seed, verbose=False)
@@ -181,8 +241,10 @@ def main(argv: list[str] | None = None) -> int:
         print(f"| {name} | {r['acc']:.3f} | {r['f1']:.3f} | {r['params']:,} | {t:.2f} | {ratio} |")
     if "linkpred" in results:
         e = results["linkpred"]["extra"]
-        print("\nlinkpred, filtered ranking of held-out has_genre triples (head and tail corruption, all nodes): "
-              + ", ".join(f"{k} {v:.3f}" for k, v in e.items()))
+        print(
+            "\nlinkpred, filtered ranking of held-out has_genre triples "
+            "(head and tail corruption, all nodes): " + ", ".join(f"{k} {v:.3f}" for k, v in e.items())
+        )
     print(f"chance accuracy: {1 / len(info['classes']):.3f}; confusion matrices: {out}/confusion_<model>.png")
     return 0
 

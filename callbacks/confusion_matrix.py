@@ -23,8 +23,13 @@ from lightning.pytorch.loggers import WandbLogger
 from torchmetrics.classification import MulticlassConfusionMatrix
 
 
-def plot_confusion_matrix(cm: np.ndarray | torch.Tensor, class_names: list[str] | None = None, title: str = "",
-                          path: str | Path | None = None, normalize: bool = True):
+def plot_confusion_matrix(
+    cm: np.ndarray | torch.Tensor,
+    class_names: list[str] | None = None,
+    title: str = "",
+    path: str | Path | None = None,
+    normalize: bool = True,
+):
     """Draw ``cm: [C, C]`` (rows = true class, columns = predicted) and return the matplotlib figure;
     rows are normalised to sum to 1 with ``normalize`` (counts are printed in the cells either way)."""
     import matplotlib
@@ -50,8 +55,15 @@ def plot_confusion_matrix(cm: np.ndarray | torch.Tensor, class_names: list[str] 
         for i in range(C):
             for j in range(C):
                 if cm[i, j]:
-                    ax.text(j, i, int(cm[i, j]), ha="center", va="center", fontsize=7,
-                            color="white" if shown[i, j] > 0.5 * (shown.max() or 1) else "black")
+                    ax.text(
+                        j,
+                        i,
+                        int(cm[i, j]),
+                        ha="center",
+                        va="center",
+                        fontsize=7,
+                        color="white" if shown[i, j] > 0.5 * (shown.max() or 1) else "black",
+                    )
     fig.tight_layout()
     if path is not None:
         Path(path).parent.mkdir(parents=True, exist_ok=True)
@@ -70,8 +82,13 @@ class ConfusionMatrixPlot(Callback):
     The latest matrix of each stage is kept in ``self.matrices[stage]`` (a ``[C, C]`` tensor).
     """
 
-    def __init__(self, dirpath: str | None = None, every_n_epochs: int = 1, normalize: bool = True,
-                 class_names: list[str] | None = None):
+    def __init__(
+        self,
+        dirpath: str | None = None,
+        every_n_epochs: int = 1,
+        normalize: bool = True,
+        class_names: list[str] | None = None,
+    ):
         super().__init__()
         self.dirpath, self.every_n_epochs, self.normalize = dirpath, every_n_epochs, normalize
         self.class_names = class_names
@@ -81,7 +98,11 @@ class ConfusionMatrixPlot(Callback):
     # --- accumulation ----------------------------------------------------------------------------------
     @staticmethod
     def _extract(pl_module, outputs, batch) -> tuple[torch.Tensor, torch.Tensor]:
-        if isinstance(outputs, Mapping) and "target" in outputs and ("preds" in outputs or "logits" in outputs):
+        if (
+            isinstance(outputs, Mapping)
+            and "target" in outputs
+            and ("preds" in outputs or "logits" in outputs)
+        ):
             preds = outputs["preds"] if "preds" in outputs else outputs["logits"].argmax(-1)
             return preds.detach(), outputs["target"].detach()
         if isinstance(batch, Mapping) and "x" in batch and "y" in batch:
@@ -91,8 +112,10 @@ class ConfusionMatrixPlot(Callback):
             y = batch["y"]
             target = y.argmax(-1) if y.dim() == 2 else y
             return logits.argmax(-1), target.long()
-        raise ValueError("ConfusionMatrixPlot: the step must return a dict with 'target' and 'preds'/'logits', "
-                         "or the batch must be a dict with 'x' and 'y'")
+        raise ValueError(
+            "ConfusionMatrixPlot: the step must return a dict with 'target' and 'preds'/'logits', "
+            "or the batch must be a dict with 'x' and 'y'"
+        )
 
     def _active(self, trainer, stage: str) -> bool:
         if trainer.sanity_checking:
@@ -111,7 +134,9 @@ class ConfusionMatrixPlot(Callback):
             cm = self._cm[stage] = MulticlassConfusionMatrix(int(n)).to(pl_module.device)
         cm.update(preds, target)
 
-    def on_validation_batch_end(self, trainer, pl_module, outputs, batch, batch_idx, dataloader_idx=0) -> None:
+    def on_validation_batch_end(
+        self, trainer, pl_module, outputs, batch, batch_idx, dataloader_idx=0
+    ) -> None:
         self._update(trainer, pl_module, outputs, batch, "val")
 
     def on_test_batch_end(self, trainer, pl_module, outputs, batch, batch_idx, dataloader_idx=0) -> None:
@@ -119,8 +144,11 @@ class ConfusionMatrixPlot(Callback):
 
     # --- drawing ---------------------------------------------------------------------------------------
     def _names(self, trainer, pl_module, C: int) -> list[str]:
-        for src in (self.class_names, getattr(pl_module, "class_names", None),
-                    getattr(getattr(trainer, "datamodule", None), "class_names", None)):
+        for src in (
+            self.class_names,
+            getattr(pl_module, "class_names", None),
+            getattr(getattr(trainer, "datamodule", None), "class_names", None),
+        ):
             if src is not None and len(src) == C:
                 return list(src)
         return [str(i) for i in range(C)]
@@ -136,7 +164,9 @@ class ConfusionMatrixPlot(Callback):
         names = self._names(trainer, pl_module, matrix.shape[0])
         suffix = f"_epoch{trainer.current_epoch:02d}" if stage == "val" else ""
         path = Path(self.dirpath) / f"confusion_{stage}{suffix}.png" if self.dirpath else None
-        title = f"{type(pl_module).__name__} {stage}" + (f" epoch {trainer.current_epoch}" if stage == "val" else "")
+        title = f"{type(pl_module).__name__} {stage}" + (
+            f" epoch {trainer.current_epoch}" if stage == "val" else ""
+        )
         fig = plot_confusion_matrix(matrix, names, title, path, self.normalize)
         for lg in trainer.loggers:
             if isinstance(lg, WandbLogger):

@@ -56,8 +56,12 @@ def read_shard_clips(root: str | Path, split: str) -> list[dict]:
     urls = [str(root / s) for s in info["splits"][split]["shards"]]
     missing = [u for u in urls if not Path(u).exists()]
     if missing:
-        raise FileNotFoundError(f"{root / 'dataset.json'} lists shard {missing[0]} of split '{split}', which does not exist")
-    ds = wds.WebDataset(urls, shardshuffle=False, nodesplitter=None, workersplitter=None, empty_check=False).decode()
+        raise FileNotFoundError(
+            f"{root / 'dataset.json'} lists shard {missing[0]} of split '{split}', which does not exist"
+        )
+    ds = wds.WebDataset(
+        urls, shardshuffle=False, nodesplitter=None, workersplitter=None, empty_check=False
+    ).decode()
     out = []
     for s in ds:
         meta = s["json"]
@@ -65,16 +69,25 @@ def read_shard_clips(root: str | Path, split: str) -> list[dict]:
             raise ValueError(f"sample '{s['__key__']}' in {s['__url__']} lacks mel.npy or json 'labels'")
         mel = np.asarray(s["mel.npy"], dtype=np.float32)
         artist = meta.get("artist") or (meta.get("meta") or {}).get("artist")
-        out.append({"key": s["__key__"], "mel": mel, "labels": list(meta["labels"]),
-                    "valid": int(meta.get("valid_frames") or mel.shape[0]), "artist": artist})
+        out.append(
+            {
+                "key": s["__key__"],
+                "mel": mel,
+                "labels": list(meta["labels"]),
+                "valid": int(meta.get("valid_frames") or mel.shape[0]),
+                "artist": artist,
+            }
+        )
     return out
 
 
 def read_dataset_json(root: str | Path) -> dict:
     path = Path(root) / "dataset.json"
     if not path.exists():
-        raise FileNotFoundError(f"{path} not found: point `root` at a shard directory written by "
-                                "`python -m datamodules.prepare ...`")
+        raise FileNotFoundError(
+            f"{path} not found: point `root` at a shard directory written by "
+            "`python -m datamodules.prepare ...`"
+        )
     with open(path) as f:
         info = json.load(f)
     for key in ("classes", "splits", "norm"):
@@ -117,12 +130,16 @@ def load_backbone(checkpoint: str | Path, backbone: dict | None = None):
         for cfg in (ckpt.parent / "config.yaml", ckpt.parent.parent / "config.yaml"):
             if cfg.exists():
                 with open(cfg) as f:
-                    backbone = ((yaml.safe_load(f) or {}).get("model", {}).get("init_args", {}) or {}).get("backbone")
+                    backbone = ((yaml.safe_load(f) or {}).get("model", {}).get("init_args", {}) or {}).get(
+                        "backbone"
+                    )
                 if backbone:
                     break
     if not backbone or "class_path" not in backbone:
-        raise ValueError(f"checkpoint {ckpt}: cannot tell its backbone class; give `backbone: {{class_path: "
-                         "audiognn.models.cnn.CNN, init_args: {...}}` (as in the training config)")
+        raise ValueError(
+            f"checkpoint {ckpt}: cannot tell its backbone class; give `backbone: {{class_path: "
+            "audiognn.models.cnn.CNN, init_args: {...}}` (as in the training config)"
+        )
     mod, _, name = backbone["class_path"].rpartition(".")
     fn = partial(getattr(importlib.import_module(mod), name), **(backbone.get("init_args") or {}))
     module = AudioClassifier.load_from_checkpoint(str(ckpt), map_location="cpu", backbone=fn)
@@ -189,10 +206,13 @@ class GenreGraphDataModule(L.LightningDataModule):
         synthetic: dict | None = None,
     ):
         super().__init__()
+        self.save_hyperparameters()
         if features not in ("mfcc", "checkpoint"):
             raise ValueError(f"features must be 'mfcc' or 'checkpoint', got {features!r}")
         if features == "checkpoint" and not checkpoint:
-            raise ValueError("features='checkpoint' needs `checkpoint`: the path of a trained AudioClassifier")
+            raise ValueError(
+                "features='checkpoint' needs `checkpoint`: the path of a trained AudioClassifier"
+            )
         self.root = Path(root)
         self.synthetic = synthetic
         if synthetic is not None and not (self.root / "dataset.json").exists():
@@ -208,22 +228,29 @@ class GenreGraphDataModule(L.LightningDataModule):
         self.multilabel = bool(self.info.get("multilabel", False))
         splits = self.info["splits"]
         if train_split not in splits:
-            raise ValueError(f"{self.root / 'dataset.json'} has no split '{train_split}' (has {sorted(splits)})")
+            raise ValueError(
+                f"{self.root / 'dataset.json'} has no split '{train_split}' (has {sorted(splits)})"
+            )
         if val_split not in splits and test_split not in splits:
-            raise ValueError(f"{self.root / 'dataset.json'} has neither '{val_split}' nor '{test_split}' split: "
-                             "link prediction needs held-out tracks")
+            raise ValueError(
+                f"{self.root / 'dataset.json'} has neither '{val_split}' nor '{test_split}' split: "
+                "link prediction needs held-out tracks"
+            )
         self.val_split = val_split if val_split in splits else test_split
         self.test_split = test_split if test_split in splits else val_split
-        self.hparams_ = dict(features=features, checkpoint=checkpoint, backbone=backbone, n_mfcc=n_mfcc, k=k, metric=metric,
-                             train_split=train_split)
         self.steps_per_epoch = steps_per_epoch
         self.graph: Data | None = None
         self.hetero: HeteroData | None = None
 
     @property
     def data_info(self) -> dict:
-        return {"classes": self.class_names, "multilabel": self.multilabel, "features": self.info.get("features"),
-                "norm": self.info.get("norm"), "name": self.info.get("name", "")}
+        return {
+            "classes": self.class_names,
+            "multilabel": self.multilabel,
+            "features": self.info.get("features"),
+            "norm": self.info.get("norm"),
+            "name": self.info.get("name", ""),
+        }
 
     def prepare_data(self) -> None:
         syn = self.synthetic
@@ -232,11 +259,23 @@ class GenreGraphDataModule(L.LightningDataModule):
         from audiognn.features import FeatureConfig
         from datamodules.prepare import prepare, synthetic_result
 
-        result = synthetic_result(syn.get("variant", "genre"), syn.get("train", 800), syn.get("val", 200),
-                                  syn.get("test", 200), syn.get("seed", 0))
-        print(prepare(result, self.root, FeatureConfig(target_frames=syn.get("target_frames", 256)),
-                      workers=syn.get("workers", 2), shard_size=syn.get("shard_size", 64),
-                      source={"reader": "synthetic", **syn}))
+        result = synthetic_result(
+            syn.get("variant", "genre"),
+            syn.get("train", 800),
+            syn.get("val", 200),
+            syn.get("test", 200),
+            syn.get("seed", 0),
+        )
+        print(
+            prepare(
+                result,
+                self.root,
+                FeatureConfig(target_frames=syn.get("target_frames", 256)),
+                workers=syn.get("workers", 2),
+                shard_size=syn.get("shard_size", 64),
+                source={"reader": "synthetic", **syn},
+            )
+        )
 
     def setup(self, stage: str | None = None) -> None:
         if self.graph is None:
@@ -248,7 +287,7 @@ class GenreGraphDataModule(L.LightningDataModule):
         """Read the shards and build (HeteroData, homogeneous Data for R-GCN)."""
         from audiognn.models.genre_gnn import segment_knn_graph
 
-        hp = self.hparams_
+        hp = self.hparams
         names = [hp["train_split"]] + [s for s in dict.fromkeys([self.val_split, self.test_split])]
         clips, split_of = [], []
         for s in names:
@@ -274,7 +313,9 @@ class GenreGraphDataModule(L.LightningDataModule):
         for i, (c, s) in enumerate(zip(clips, split_of, strict=True)):
             for lab in c["labels"]:
                 if not 0 <= lab < G:
-                    raise ValueError(f"clip '{c['key']}': label {lab} outside the {G} classes of dataset.json")
+                    raise ValueError(
+                        f"clip '{c['key']}': label {lab} outside the {G} classes of dataset.json"
+                    )
                 hg[s].append((i, lab))
 
         def _ei(pairs):
@@ -289,7 +330,9 @@ class GenreGraphDataModule(L.LightningDataModule):
         h["track"].key = [c["key"] for c in clips]
         h["genre"].num_nodes = G
         h["artist"].num_nodes = len(artists)
-        h["track", "has_genre", "genre"].edge_index = _ei(hg[hp["train_split"]])  # message passing: train only
+        h["track", "has_genre", "genre"].edge_index = _ei(
+            hg[hp["train_split"]]
+        )  # message passing: train only
         h["track", "similar_to", "track"].edge_index = sim
         h["track", "by_artist", "artist"].edge_index = ba
         homo = h.to_homogeneous(node_attrs=[], edge_attrs=[])
@@ -314,13 +357,26 @@ class GenreGraphDataModule(L.LightningDataModule):
         val_tracks, val_labels = _held(self.val_split)
         test_tracks, test_labels = _held(self.test_split)
         if self.multilabel:
-            warnings.warn("GenreGraphDataModule on a multi-label set: the genre accuracy uses each track's first "
-                          "label; the filtered MRR uses all", stacklevel=2)
+            warnings.warn(
+                "GenreGraphDataModule on a multi-label set: the genre accuracy uses each track's first "
+                "label; the filtered MRR uses all",
+                stacklevel=2,
+            )
         graph = Data(
-            x=feats, edge_index=homo.edge_index, edge_type=homo.edge_type, node_type=homo.node_type,
-            num_nodes=N, known_keys=known, node_lo=lo, node_hi=hi,
-            val_triples=val_t, test_triples=test_t, val_tracks=val_tracks, val_labels=val_labels,
-            test_tracks=test_tracks, test_labels=test_labels,
+            x=feats,
+            edge_index=homo.edge_index,
+            edge_type=homo.edge_type,
+            node_type=homo.node_type,
+            num_nodes=N,
+            known_keys=known,
+            node_lo=lo,
+            node_hi=hi,
+            val_triples=val_t,
+            test_triples=test_t,
+            val_tracks=val_tracks,
+            val_labels=val_labels,
+            test_tracks=test_tracks,
+            test_labels=test_labels,
             genre_ids=torch.arange(genre0, genre0 + G),
         )
         graph.num_relations = R

@@ -19,15 +19,30 @@ def _one_thread():
     torch.set_num_threads(n)
 
 
-
 def test_genre_compare_smoke(tmp_path, capsys):
     spec = importlib.util.spec_from_file_location("genre_compare", ROOT / "bench" / "genre_compare.py")
     mod = importlib.util.module_from_spec(spec)
     spec.loader.exec_module(mod)
     n = torch.get_num_threads()
     try:
-        rc = mod.main(["--out", str(tmp_path), "--epochs", "1", "--train", "32", "--val", "8", "--test", "16",
-                       "--frames", "64", "--batch-size", "16"])
+        rc = mod.main(
+            [
+                "--out",
+                str(tmp_path),
+                "--epochs",
+                "1",
+                "--train",
+                "32",
+                "--val",
+                "8",
+                "--test",
+                "16",
+                "--frames",
+                "64",
+                "--batch-size",
+                "16",
+            ]
+        )
     finally:
         torch.set_num_threads(n)
     assert rc == 0

@@ -24,27 +24,40 @@ def _one_thread():
     torch.set_num_threads(n)
 
 
-
 def _batches(n=4, b=6, C=3):
     g = torch.Generator().manual_seed(0)
     out = []
     for _ in range(n):
         y = torch.randint(0, C, (b,), generator=g)
-        out.append({"x": torch.randn(b, 24, 16, generator=g), "y": torch.nn.functional.one_hot(y, C).float(),
-                    "key": [str(i) for i in range(b)]})
+        out.append(
+            {
+                "x": torch.randn(b, 24, 16, generator=g),
+                "y": torch.nn.functional.one_hot(y, C).float(),
+                "key": [str(i) for i in range(b)],
+            }
+        )
     return out
 
 
 def test_confusion_matrix_callback(tmp_path):
     C = 3
-    module = AudioClassifier(lambda n: GenreGNN(n, n_mels=16, segment_frames=4, hidden=8, num_layers=1), C,
-                             data_info={"classes": ["a", "b", "c"]})
+    module = AudioClassifier(
+        lambda n: GenreGNN(n, n_mels=16, segment_frames=4, hidden=8, num_layers=1),
+        C,
+        data_info={"classes": ["a", "b", "c"]},
+    )
     batches = _batches(C=C)
     cb = ConfusionMatrixPlot(dirpath=str(tmp_path / "cm"))
     logger = WandbLogger(save_dir=str(tmp_path), offline=True)
     with mock.patch.object(WandbLogger, "log_image") as log_image:
-        trainer = L.Trainer(logger=logger, callbacks=[cb], enable_progress_bar=False, enable_model_summary=False,
-                            enable_checkpointing=False, num_sanity_val_steps=0)
+        trainer = L.Trainer(
+            logger=logger,
+            callbacks=[cb],
+            enable_progress_bar=False,
+            enable_model_summary=False,
+            enable_checkpointing=False,
+            num_sanity_val_steps=0,
+        )
         trainer.validate(module, DataLoader(batches, batch_size=None), verbose=False)
         trainer.test(module, DataLoader(batches, batch_size=None), verbose=False)
     module.eval()

@@ -23,7 +23,6 @@ def _one_thread():
     torch.set_num_threads(n)
 
 
-
 @pytest.fixture(scope="module")
 def genre_set(tmp_path_factory):
     from audiognn.features import FeatureConfig
@@ -31,8 +30,13 @@ def genre_set(tmp_path_factory):
     from datamodules.prepare import prepare, synthetic_result
 
     root = tmp_path_factory.mktemp("genre")
-    prepare(synthetic_result("genre", 160, 0, 64, seed=0), root, FeatureConfig(target_frames=300), workers=1,
-            progress=False)
+    prepare(
+        synthetic_result("genre", 160, 0, 64, seed=0),
+        root,
+        FeatureConfig(target_frames=300),
+        workers=1,
+        progress=False,
+    )
     norm = read_dataset_json(root)["norm"]
 
     def load(split):
@@ -73,7 +77,9 @@ def test_rnn_learns_synthetic_genres(genre_set):
     assert acc >= THRESHOLD, f"RNN test accuracy {acc:.3f} < {THRESHOLD}"
 
 
-@pytest.mark.skipif(importlib.util.find_spec("audiognn.models.cnn") is None, reason="audiognn/models/cnn.py not written yet")
+@pytest.mark.skipif(
+    importlib.util.find_spec("audiognn.models.cnn") is None, reason="audiognn/models/cnn.py not written yet"
+)
 def test_cnn_learns_synthetic_genres(genre_set):
     from audiognn.models.cnn import CNN
 

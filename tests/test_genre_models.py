@@ -19,7 +19,6 @@ def _one_thread():
     torch.set_num_threads(n)
 
 
-
 def _brute_force_edges(feats, k, temporal, metric):
     B, S, _ = feats.shape
     edges = set()
@@ -88,8 +87,17 @@ def test_node_features_are_mfcc_statistics():
 @pytest.mark.parametrize("conv", CONVS)
 @pytest.mark.parametrize("node_features", ["mfcc", "logmel"])
 def test_every_conv_forward_backward(conv, node_features):
-    m = GenreGNN(5, n_mels=16, segment_frames=4, conv=conv, node_features=node_features, hidden=16,
-                 num_layers=2, heads=2, k=3)
+    m = GenreGNN(
+        5,
+        n_mels=16,
+        segment_frames=4,
+        conv=conv,
+        node_features=node_features,
+        hidden=16,
+        num_layers=2,
+        heads=2,
+        k=3,
+    )
     x = torch.randn(3, 37, 16, requires_grad=True)
     logits = m(x)
     assert logits.shape == (3, 5)

@@ -23,7 +23,6 @@ def _one_thread():
     torch.set_num_threads(n)
 
 
-
 def _tiny_graph():
     # 6 nodes, 2 relations
     train = torch.tensor([[0, 0, 4], [1, 0, 4], [2, 0, 5], [0, 1, 1], [1, 1, 2], [3, 1, 0]])
@@ -111,16 +110,19 @@ def test_typed_negative_sampling_stays_in_range_and_drops_impossible():
     true = torch.tensor([[0, 0, 4], [0, 0, 5], [1, 0, 4], [2, 0, 5], [3, 0, 4]])
     keys = known_triple_keys(true, N, R)
     g = torch.Generator().manual_seed(0)
-    neg, src = filtered_negative_sampling(true, keys, N, R, 50, node_lo=lo, node_hi=hi, generator=g,
-                                          max_tries=20)
+    neg, src = filtered_negative_sampling(
+        true, keys, N, R, 50, node_lo=lo, node_hi=hi, generator=g, max_tries=20
+    )
     assert not torch.isin(triple_keys(neg, N, R), keys).any()
     assert (neg[:, 0] < 4).all() and (neg[:, 2] >= 4).all()
     # tails of track 0 can never be corrupted, heads can: only head corruptions survive for src 0, 1
-    first = (src <= 1)
+    first = src <= 1
     assert (neg[first, 2] == true[src[first], 2]).all()
 
 
-@pytest.mark.parametrize("decomp", [{"num_bases": 3, "num_blocks": None}, {"num_bases": None, "num_blocks": 4}])
+@pytest.mark.parametrize(
+    "decomp", [{"num_bases": 3, "num_blocks": None}, {"num_bases": None, "num_blocks": 4}]
+)
 def test_rgcn_encoder_and_distmult(decomp):
     enc = RGCNEncoder(in_dim=5, num_free_nodes=3, num_relations=2, hidden=8, **decomp)
     dec = DistMult(2, 8)

@@ -23,7 +23,6 @@ def _one_thread():
     torch.set_num_threads(n)
 
 
-
 def _write_shards(root, classes, clips, frames=40, n_mels=16):
     """Hand-written shard set in the prepare format: clips = [(key, split, label, artist or None)]."""
     import webdataset as wds
@@ -53,8 +52,14 @@ def _write_shards(root, classes, clips, frames=40, n_mels=16):
 
 
 def test_graph_structure(tmp_path):
-    clips = [("a", "train", 0, "x"), ("b", "train", 1, "x"), ("c", "train", 2, "y"), ("d", "train", 0, None),
-             ("e", "val", 1, "y"), ("f", "test", 2, "z")]
+    clips = [
+        ("a", "train", 0, "x"),
+        ("b", "train", 1, "x"),
+        ("c", "train", 2, "y"),
+        ("d", "train", 0, None),
+        ("e", "val", 1, "y"),
+        ("f", "test", 2, "z"),
+    ]
     _write_shards(tmp_path, ["g0", "g1", "g2"], clips)
     dm = GenreGraphDataModule(str(tmp_path), n_mfcc=4, k=2)
     assert dm.num_classes == 3 and dm.class_names == ["g0", "g1", "g2"]
@@ -98,13 +103,24 @@ def test_heldout_genre_by_link_ranking_above_chance(tmp_path):
     from audiognn.features import FeatureConfig
     from datamodules.prepare import prepare, synthetic_result
 
-    prepare(synthetic_result("genre", 96, 32, 48, seed=1), tmp_path, FeatureConfig(target_frames=200), workers=1,
-            progress=False)
+    prepare(
+        synthetic_result("genre", 96, 32, 48, seed=1),
+        tmp_path,
+        FeatureConfig(target_frames=200),
+        workers=1,
+        progress=False,
+    )
     L.seed_everything(0)
     dm = GenreGraphDataModule(str(tmp_path), k=5, steps_per_epoch=20)
     model = LinkPrediction(num_classes=dm.num_classes, hidden=32)
-    trainer = L.Trainer(max_epochs=3, logger=False, enable_checkpointing=False, enable_progress_bar=False,
-                        enable_model_summary=False, num_sanity_val_steps=0)
+    trainer = L.Trainer(
+        max_epochs=3,
+        logger=False,
+        enable_checkpointing=False,
+        enable_progress_bar=False,
+        enable_model_summary=False,
+        num_sanity_val_steps=0,
+    )
     trainer.fit(model, dm)
     res = trainer.test(model, dm, verbose=False)[0]
     # 8 genres: chance accuracy 0.125; a random scorer's filtered MRR on has_genre triples is far below 0.5
@@ -126,18 +142,28 @@ def test_checkpoint_features_are_backbone_embeddings(tmp_path):
     _write_shards(tmp_path, ["g0", "g1", "g2"], clips)
     init = {"n_mels": 16, "segment_frames": 4, "hidden": 8, "num_layers": 1}
     module = AudioClassifier(partial(GenreGNN, **init), 3)
-    trainer = L.Trainer(logger=False, enable_checkpointing=False, enable_progress_bar=False,
-                        enable_model_summary=False, max_steps=1)
+    trainer = L.Trainer(
+        logger=False,
+        enable_checkpointing=False,
+        enable_progress_bar=False,
+        enable_model_summary=False,
+        max_steps=1,
+    )
     batch = {"x": torch.randn(4, 40, 16), "y": torch.eye(3)[[0, 1, 2, 1]], "key": list("abcd")}
     trainer.fit(module, torch.utils.data.DataLoader([batch], batch_size=None))
     run = tmp_path / "run"
     (run / "checkpoints").mkdir(parents=True)
     trainer.save_checkpoint(run / "checkpoints" / "last.ckpt")
     # the backbone class comes from the run's config.yaml, as train.py writes it
-    cfg = {"model": {"init_args": {"backbone": {"class_path": "audiognn.models.genre_gnn.GenreGNN", "init_args": init}}}}
+    cfg = {
+        "model": {
+            "init_args": {"backbone": {"class_path": "audiognn.models.genre_gnn.GenreGNN", "init_args": init}}
+        }
+    }
     (run / "config.yaml").write_text(yaml.safe_dump(cfg))
-    dm = GenreGraphDataModule(str(tmp_path), features="checkpoint", checkpoint=str(run / "checkpoints" / "last.ckpt"),
-                              k=2)
+    dm = GenreGraphDataModule(
+        str(tmp_path), features="checkpoint", checkpoint=str(run / "checkpoints" / "last.ckpt"), k=2
+    )
     dm.setup()
     module.eval()
     with torch.no_grad():
@@ -147,4 +173,6 @@ def test_checkpoint_features_are_backbone_embeddings(tmp_path):
     torch.testing.assert_close(dm.graph.x, emb, rtol=1e-4, atol=1e-4)
     (run / "config.yaml").unlink()
     with pytest.raises(ValueError, match="backbone"):
-        GenreGraphDataModule(str(tmp_path), features="checkpoint", checkpoint=str(run / "checkpoints" / "last.ckpt")).setup()
+        GenreGraphDataModule(
+            str(tmp_path), features="checkpoint", checkpoint=str(run / "checkpoints" / "last.ckpt")
+        ).setup()

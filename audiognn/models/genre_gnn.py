@@ -159,7 +159,9 @@ class GenreGNN(nn.Module):
         if conv not in CONVS:
             raise ValueError(f"conv must be one of {CONVS}, got {conv!r}")
         if segment_frames < 1 or (segment_hop is not None and segment_hop < 1):
-            raise ValueError(f"segment_frames / segment_hop must be >= 1, got {segment_frames} / {segment_hop}")
+            raise ValueError(
+                f"segment_frames / segment_hop must be >= 1, got {segment_frames} / {segment_hop}"
+            )
         self.n_mels = n_mels
         self.segment_frames = segment_frames
         self.segment_hop = segment_hop or segment_frames
@@ -206,7 +208,9 @@ class GenreGNN(nn.Module):
         h = self.input(g.x)  # [N, H]
         for conv, norm in zip(self.convs, self.norms, strict=True):
             h = h + F.dropout(F.relu(norm(conv(h, g.edge_index))), self.dropout, self.training)
-        return torch.cat([global_mean_pool(h, g.batch, g.num_graphs), global_max_pool(h, g.batch, g.num_graphs)], -1)
+        return torch.cat(
+            [global_mean_pool(h, g.batch, g.num_graphs), global_max_pool(h, g.batch, g.num_graphs)], -1
+        )
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         """``x: [B, T, F]`` normalised log-mel -> logits ``[B, num_classes]``."""

@@ -54,7 +54,9 @@ class RGCNEncoder(nn.Module):
         self.free = nn.Embedding(max(num_free_nodes, 1), hidden)
         self.num_free_nodes = num_free_nodes
         self.convs = nn.ModuleList(
-            RGCNConv(hidden, hidden, 2 * num_relations, num_bases=num_bases, num_blocks=num_blocks, aggr="mean")
+            RGCNConv(
+                hidden, hidden, 2 * num_relations, num_bases=num_bases, num_blocks=num_blocks, aggr="mean"
+            )
             for _ in range(num_layers)
         )
         self.dropout = dropout
@@ -85,8 +87,13 @@ class DistMult(nn.Module):
         """``z: [N, H]``, ``triples: [E, 3]`` -> scores ``[E]``."""
         return (z[triples[:, 0]] * self.rel[triples[:, 1]] * z[triples[:, 2]]).sum(-1)
 
-    def score_all(self, z: torch.Tensor, triples: torch.Tensor, side: str = "tail",
-                  candidates: torch.Tensor | None = None) -> torch.Tensor:
+    def score_all(
+        self,
+        z: torch.Tensor,
+        triples: torch.Tensor,
+        side: str = "tail",
+        candidates: torch.Tensor | None = None,
+    ) -> torch.Tensor:
         """Scores ``[E, C]`` of each triple with its ``side`` replaced by every candidate node (default all
         N nodes, in id order)."""
         zc = z if candidates is None else z[candidates]  # [C, H]

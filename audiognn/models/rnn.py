@@ -44,14 +44,20 @@ class RNN(nn.Module):
             raise ValueError(f"cell must be one of {sorted(CELLS)}, got {cell!r}")
         self.n_mels = n_mels
         if n_mfcc is not None:
-            self.register_buffer("dct", AF.create_dct(n_mfcc, n_mels, norm="ortho"), persistent=False)  # [F, M]
+            self.register_buffer(
+                "dct", AF.create_dct(n_mfcc, n_mels, norm="ortho"), persistent=False
+            )  # [F, M]
             in_dim = n_mfcc
         else:
             self.dct = None
             in_dim = n_mels
         self.norm = nn.BatchNorm1d(in_dim)
         self.rnn = CELLS[cell](
-            in_dim, hidden, num_layers=num_layers, batch_first=True, bidirectional=bidirectional,
+            in_dim,
+            hidden,
+            num_layers=num_layers,
+            batch_first=True,
+            bidirectional=bidirectional,
             dropout=dropout if num_layers > 1 else 0.0,
         )
         out = hidden * (2 if bidirectional else 1)

@@ -44,7 +44,8 @@ class LinkPrediction(L.LightningModule):
         reg: L2 weight on the relation embeddings.
         eval_chunk: test triples scored at once against all nodes (memory: chunk x N floats).
         multilabel, data_info: linked from the DataModule by train.py; ``data_info["classes"]`` names the
-            genres (``class_names``, for plots). On a multi-label set the accuracy uses each track's first label.
+            genres (``class_names``, for plots). On a multi-label set the accuracy uses each track's first
+            label.
     """
 
     def __init__(
@@ -81,8 +82,16 @@ class LinkPrediction(L.LightningModule):
     # --- construction --------------------------------------------------------------------------------
     def _build(self) -> None:
         hp = self.hparams
-        self.encoder = RGCNEncoder(hp.in_dim, hp.num_free_nodes, hp.num_relations, hp.hidden, hp.num_layers,
-                                   hp.num_bases, hp.num_blocks, hp.dropout)
+        self.encoder = RGCNEncoder(
+            hp.in_dim,
+            hp.num_free_nodes,
+            hp.num_relations,
+            hp.hidden,
+            hp.num_layers,
+            hp.num_bases,
+            hp.num_blocks,
+            hp.dropout,
+        )
         self.decoder = DistMult(hp.num_relations, hp.hidden)
         C = hp.num_classes
         for stage in ("val", "test"):
@@ -95,13 +104,19 @@ class LinkPrediction(L.LightningModule):
         dm = self.trainer.datamodule if self.trainer is not None else None
         graph = getattr(dm, "graph", None)
         if graph is None:
-            raise ValueError("LinkPrediction needs a DataModule with a `graph` (datamodules.genre_graph."
-                             "GenreGraphDataModule), or in_dim / num_free_nodes / num_relations / num_classes")
+            raise ValueError(
+                "LinkPrediction needs a DataModule with a `graph` (datamodules.genre_graph."
+                "GenreGraphDataModule), or in_dim / num_free_nodes / num_relations / num_classes"
+            )
         G = int(graph.genre_ids.numel())
         if self.hparams.num_classes is not None and self.hparams.num_classes != G:
             raise ValueError(f"num_classes={self.hparams.num_classes} but the graph has {G} genre nodes")
-        self.hparams.update(in_dim=int(graph.x.shape[1]), num_free_nodes=int(graph.num_nodes - graph.x.shape[0]),
-                            num_relations=int(graph.num_relations), num_classes=G)
+        self.hparams.update(
+            in_dim=int(graph.x.shape[1]),
+            num_free_nodes=int(graph.num_nodes - graph.x.shape[0]),
+            num_relations=int(graph.num_relations),
+            num_classes=G,
+        )
         self._build()
 
     def configure_optimizers(self):
@@ -131,12 +146,18 @@ class LinkPrediction(L.LightningModule):
         pos = triples[target]
         z = self.encode(graph, ~target)  # [N, H]
         neg, _ = filtered_negative_sampling(
-            pos, graph.known_keys, graph.num_nodes, hp.num_relations, hp.num_negatives,
+            pos,
+            graph.known_keys,
+            graph.num_nodes,
+            hp.num_relations,
+            hp.num_negatives,
             node_lo=graph.node_lo if hp.typed_negatives else None,
             node_hi=graph.node_hi if hp.typed_negatives else None,
         )
         scores = torch.cat([self.decoder(z, pos), self.decoder(z, neg)])
-        labels = torch.cat([torch.ones(len(pos), device=self.device), torch.zeros(len(neg), device=self.device)])
+        labels = torch.cat(
+            [torch.ones(len(pos), device=self.device), torch.zeros(len(neg), device=self.device)]
+        )
         rel = torch.cat([pos[:, 1], neg[:, 1]])
         bce = F.binary_cross_entropy_with_logits(scores, labels, reduction="none")
         R = hp.num_relations
@@ -155,7 +176,9 @@ class LinkPrediction(L.LightningModule):
             for i in range(0, triples.shape[0], self.hparams.eval_chunk):
                 t = triples[i : i + self.hparams.eval_chunk]
                 s = self.decoder.score_all(z, t, side)  # [e, N]
-                ranks.append(filtered_ranks(s, t, graph.known_keys, graph.num_nodes, self.hparams.num_relations, side))
+                ranks.append(
+                    filtered_ranks(s, t, graph.known_keys, graph.num_nodes, self.hparams.num_relations, side)
+                )
         if ranks:
             for name, v in ranking_metrics(torch.cat(ranks), HITS_AT).items():
                 self.log(f"{stage}/{name}", v, batch_size=1)
