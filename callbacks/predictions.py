@@ -21,9 +21,14 @@ class PredictionPrinter(BasePredictionWriter):
             Path(self.output).write_text("")
 
     def write_on_batch_end(self, trainer, pl_module, prediction, batch_indices, batch, batch_idx, dataloader_idx=0):
+        bar = trainer.progress_bar_callback
         for p in prediction:
             if self.print_top:
-                print(f"{p['key']}: " + ", ".join(f"{c} ({s:.3f})" for c, s in p["top"]), flush=True)
+                line = f"{p['key']}: " + ", ".join(f"{c} ({s:.3f})" for c, s in p["top"])
+                if bar is not None and bar.is_enabled:
+                    bar.print(line)  # above the progress bar, not inside its line
+                else:
+                    print(line, flush=True)
             if self.output:
                 with open(self.output, "a") as f:
                     f.write(json.dumps(p) + "\n")
