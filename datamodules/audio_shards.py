@@ -408,7 +408,8 @@ class AudioShardDataModule(L.LightningDataModule):
         skip_corrupt_shards: warn about and skip a corrupt shard instead of stopping (counted in
             ``corrupt_shards`` and logged by AudioClassifier as ``data/corrupt_shards``).
         synthetic: when set, ``prepare_data`` writes the synthetic set to ``root`` if it is missing:
-            {"variant": "genre"|"events", "train": n, "val": n, "test": n, "seed": 0, "target_frames": 256}.
+            {"variant": "genre"|"events", "train": n, "val": n, "test": n, "seed": 0, "target_frames": 256,
+            "difficulty": 0.0 (genre: probability that an attribute comes from another class)}.
         predict_files: audio files for ``predict`` (else the test splits are predicted).
     """
 
@@ -473,7 +474,7 @@ class AudioShardDataModule(L.LightningDataModule):
         from datamodules.prepare import prepare, synthetic_result
 
         result = synthetic_result(syn.get("variant", "genre"), syn.get("train", 800), syn.get("val", 200),
-                                  syn.get("test", 200), syn.get("seed", 0))
+                                  syn.get("test", 200), syn.get("seed", 0), syn.get("difficulty", 0.0))
         summary = prepare(result, self.root, FeatureConfig(target_frames=syn.get("target_frames", 256)),
                           workers=syn.get("workers", 2), shard_size=syn.get("shard_size", 64),
                           source={"reader": "synthetic", **syn})

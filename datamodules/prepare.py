@@ -75,13 +75,15 @@ class SyntheticReader:
         p.add_argument("--val", type=int, default=200, help="clips in the val split")
         p.add_argument("--test", type=int, default=200, help="clips in the test split")
         p.add_argument("--seed", type=int, default=0)
+        p.add_argument("--difficulty", type=float, default=0.0,
+                       help="genre only: probability that each attribute comes from another class (0 = clean)")
 
     @staticmethod
     def read(args: argparse.Namespace):
-        return synthetic_result(args.variant, args.train, args.val, args.test, args.seed)
+        return synthetic_result(args.variant, args.train, args.val, args.test, args.seed, args.difficulty)
 
 
-def synthetic_result(variant: str, train: int, val: int, test: int, seed: int = 0):
+def synthetic_result(variant: str, train: int, val: int, test: int, seed: int = 0, difficulty: float = 0.0):
     from datamodules.readers import Clip, ReadResult
     from datamodules.synthetic import VARIANTS
 
@@ -94,7 +96,7 @@ def synthetic_result(variant: str, train: int, val: int, test: int, seed: int = 
                     key=f"{variant}-{i:06d}",
                     labels=[],  # filled by the generator at feature time
                     split=split,
-                    meta={"synthetic": {"variant": variant, "index": i, "seed": seed}},
+                    meta={"synthetic": {"variant": variant, "index": i, "seed": seed, "difficulty": difficulty}},
                 )
             )
             i += 1
@@ -125,7 +127,8 @@ def _featurize(job: tuple[dict, dict]) -> dict:
         if syn is not None:
             from datamodules.synthetic import SR, synth_clip
 
-            wave, labels = synth_clip(syn["variant"], syn["index"], cfg.clip_seconds, syn["seed"])
+            wave, labels = synth_clip(syn["variant"], syn["index"], cfg.clip_seconds, syn["seed"],
+                                      syn.get("difficulty", 0.0))
             mel, valid = extract((wave, SR), cfg)
             clip = {**clip, "label_idx": labels}
         else:
