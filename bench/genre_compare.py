@@ -67,15 +67,15 @@ class EpochTimer:
         return _Timer()
 
 
-def make_synthetic(out: Path, train: int, val: int, test: int, frames: int, seed: int) -> Path:
+def make_synthetic(out: Path, train: int, val: int, test: int, frames: int, seed: int, difficulty: float = 0.0) -> Path:
     from audiognn.features import FeatureConfig
     from datamodules.prepare import prepare, synthetic_result
 
-    root = out / f"synthetic-genre-{train}-{val}-{test}-{frames}-{seed}"
+    root = out / f"synthetic-genre-{train}-{val}-{test}-{frames}-{seed}-d{difficulty:g}"
     if not (root / "dataset.json").exists():
         print(
             prepare(
-                synthetic_result("genre", train, val, test, seed),
+                synthetic_result("genre", train, val, test, seed, difficulty),
                 root,
                 FeatureConfig(target_frames=frames),
                 workers=1,
@@ -194,6 +194,8 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--test", type=int, default=80, help="synthetic: test clips")
     p.add_argument("--frames", type=int, default=256, help="synthetic: frames per clip")
     p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--difficulty", type=float, default=0.5,
+                   help="synthetic: probability that a clip attribute comes from another class (0 = clean)")
     p.add_argument(
         "--threads",
         type=int,
@@ -213,7 +215,7 @@ def main(argv: list[str] | None = None) -> int:
     root = (
         Path(args.shards)
         if args.shards
-        else make_synthetic(out, args.train, args.val, args.test, args.frames, args.seed)
+        else make_synthetic(out, args.train, args.val, args.test, args.frames, args.seed, args.difficulty)
     )
     info = json.loads((root / "dataset.json").read_text())
     print(

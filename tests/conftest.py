@@ -13,7 +13,7 @@ os.environ.setdefault("WANDB_SILENT", "true")
 import pytest  # noqa: E402
 import torch  # noqa: E402
 
-torch.set_num_threads(min(2, os.cpu_count() or 1))
+torch.set_num_threads(1)  # small ops (PyG, tiny models) are faster single-threaded; no oversubscription
 
 
 @pytest.fixture(autouse=True)
