@@ -16,7 +16,9 @@ its 31 M parameters (Table I) disagree, the default follows the parameter count 
   the text's "four 3x3 convs with strides 2, 1, 2, 1" is ``stem="paper"`` (+14.5 k parameters).
 Other choices (paper silent; official code followed): mel is the height and time the width of the
 image; learnable position embedding [1, C0, F/4, T/4] (zeros) sized for ``freq_num x time_num``
-(128 x 1024) and bicubically resized for other inputs; reduce ratios r = [4, 2, 1, 1]; dilation
+(128 x 1024) and bicubically resized for other inputs (on every forward: it is trainable, so the resize
+must stay in the autograd graph; the frozen relative-position tables are computed once per input size
+and cached); reduce ratios r = [4, 2, 1, 1]; dilation
 min(block // 4 + 1, 2); drop-path linear 0 -> 0.1; 1x1 convs kaiming-normal initialised.
 The relative-position term is computed for the true grid (graph/relative_pos.py), and the FCM
 initialisation is deterministic by default (``cluster_init="randn"`` for the official one).
