@@ -23,8 +23,9 @@ Where the paper is vague, and what we chose:
 - σ in eq. 4 is not named: ``user_activation`` (default "tanh"; "identity", "sigmoid", "leaky_relu").
 - α, β, γ of eq. 5 are learnable scalars initialised to 1/M.
 - "Softened prediction probability distribution" (eq. 6): for each user of the batch, a softmax with
-  temperature ``temperature`` over the scores of the batch's candidate items (its positives and
-  negatives); items missing either modality of a pair are excluded from that pair's distributions.
+  temperature ``temperature`` over the scores of ``ml_candidates`` candidate items shared by the batch
+  (the first C/2 positives and negatives of the shuffled batch; all 2B cost O(B²) and dominated the
+  step time); items missing either modality of a pair are excluded from that pair's distributions.
   L_ML = Σ_{m1<m2} KL(P1‖P2) + KL(P2‖P1), averaged over users, times T² (Hinton et al.).
 - Emotion-aware embeddings (§3.3, no equation): an item's emotion vector is projected to d and added
   through a sigmoid gate g = σ(W_g [e_i ⊕ h_i]); a user's emotion profile is the mean over their
@@ -85,13 +86,14 @@ class MMGNN(RecModel):
     def __init__(self, graph, embedding_dim: int = 64, num_layers: int = 3, social_layers: int = 2,
                  modalities: list[str] | None = None, use_id_modality: bool = True, use_social: bool = True,
                  use_emotion: bool = True, mutual_learning: bool = True, mutual_weight: float = 0.5,
-                 temperature: float = 1.0, modality_bpr_weight: float = 1.0, user_activation: str = "tanh",
+                 temperature: float = 1.0, ml_candidates: int = 256, modality_bpr_weight: float = 1.0,
+                 user_activation: str = "tanh",
                  init_std: float = 0.1):
         super().__init__(graph)
         d = embedding_dim
         self.num_layers, self.social_layers = num_layers, social_layers
         self.mutual_learning, self.mutual_weight, self.temperature = mutual_learning, mutual_weight, temperature
-        self.modality_bpr_weight = modality_bpr_weight
+        self.modality_bpr_weight, self.ml_candidates = modality_bpr_weight, ml_candidates
         wanted = list(graph.modalities) if modalities is None else [m for m in modalities if m != "id"]
         unknown = set(wanted) - set(graph.modalities)
         if unknown:
@@ -196,7 +198,8 @@ class MMGNN(RecModel):
                       for m in self.names)
             losses["modality_bpr"] = self.modality_bpr_weight * bpr
         if self.mutual_learning and len(self.names) > 1:
-            cand = torch.cat([pos, neg])  # [C = 2B] the batch's candidate items
+            h = max(1, self.ml_candidates // 2)
+            cand = torch.cat([pos[:h], neg[:h]])  # [C] candidate items shared by the batch's users
             scores, valid = [], []
             for m in self.names:
                 scores.append(out.extra["users"][m][users] @ per_m[m][cand].T)  # [B, C]
