@@ -35,7 +35,11 @@ def topk_ranked(scores: torch.Tensor, k: int) -> torch.Tensor:
     above = scores > kth  # [B, I]
     tied = scores == kth
     need = k - above.sum(1, keepdim=True)  # [B, 1] tied items still to take
-    sel = above | (tied & (tied.cumsum(1) <= need))  # exactly k per row
+    sel = above | tied
+    amb = (tied.sum(1, keepdim=True) > need).squeeze(1)  # [B] rows where ties straddle the k-th place
+    if amb.any():  # only those rows pay for the cumulative count (rare with real-valued scores)
+        t = tied[amb]
+        sel[amb] = above[amb] | (t & (t.cumsum(1, dtype=torch.int32) <= need[amb]))  # exactly k per row
     idx = sel.nonzero()[:, 1].view(b, k)  # ascending item index within each row
     order = scores.gather(1, idx).sort(dim=1, descending=True, stable=True).indices
     return idx.gather(1, order)
