@@ -73,7 +73,7 @@ def test_fit_validate_test_predict_end_to_end(tmp_path):
 
     sf.write(wav, genre_clip(3, 1.0)[0], SR)
     out = run("predict", *args, "--ckpt_path", str(ckpt), "--data.predict_files", f"[{wav}]").stdout
-    line = [l for l in out.splitlines() if l.startswith(str(wav))][0]
+    line = [ln for ln in out.splitlines() if ln.startswith(str(wav))][0]
     classes = ["drone", "march", "skank", "salsa", "techno", "chime", "ballad", "breaks"]
     top = [p.split(" (")[0] for p in line.split(": ", 1)[1].split(", ")]
     assert len(top) == 5 and set(top) <= set(classes)

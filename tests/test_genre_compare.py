@@ -3,20 +3,10 @@
 import importlib.util
 from pathlib import Path
 
-import pytest
 import torch
 
 ROOT = Path(__file__).resolve().parents[1]
 
-
-@pytest.fixture(autouse=True, scope="module")
-def _one_thread():
-    # PyG / small-tensor ops on a 2-core machine shared with other jobs are up to ~100x slower with 2
-    # intra-op threads (measured: 3.6 s vs 0.04 s per R-GCN step); one thread keeps these tests fast.
-    n = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(n)
 
 
 def test_genre_compare_smoke(tmp_path, capsys):

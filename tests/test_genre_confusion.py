@@ -4,7 +4,6 @@ from unittest import mock
 
 import lightning as L
 import numpy as np
-import pytest
 import torch
 from lightning.pytorch.loggers import WandbLogger
 from torch.utils.data import DataLoader
@@ -12,16 +11,6 @@ from torch.utils.data import DataLoader
 from audiognn.models.genre_gnn import GenreGNN
 from audiognn.tasks.audio_classifier import AudioClassifier
 from callbacks.confusion_matrix import ConfusionMatrixPlot, plot_confusion_matrix
-
-
-@pytest.fixture(autouse=True, scope="module")
-def _one_thread():
-    # PyG / small-tensor ops on a 2-core machine shared with other jobs are up to ~100x slower with 2
-    # intra-op threads (measured: 3.6 s vs 0.04 s per R-GCN step); one thread keeps these tests fast.
-    n = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(n)
 
 
 def _batches(n=4, b=6, C=3):

@@ -13,15 +13,6 @@ NUM_CLASSES = 8
 THRESHOLD = 0.6  # test accuracy after 4 epochs on 160 clips; chance = 1/8
 
 
-@pytest.fixture(autouse=True, scope="module")
-def _one_thread():
-    # PyG's scatter on a 2-core machine shared with other jobs is ~100x slower with 2 intra-op threads
-    # (measured: 3.6 s vs 0.04 s per R-GCN step); one thread keeps these tests fast everywhere.
-    n = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(n)
-
 
 @pytest.fixture(scope="module")
 def genre_set(tmp_path_factory):

@@ -9,16 +9,6 @@ from audiognn.models.genre_gnn import CONVS, GenreGNN, segment_frames_of, segmen
 from audiognn.models.rnn import RNN
 
 
-@pytest.fixture(autouse=True, scope="module")
-def _one_thread():
-    # PyG / small-tensor ops on a 2-core machine shared with other jobs are up to ~100x slower with 2
-    # intra-op threads (measured: 3.6 s vs 0.04 s per R-GCN step); one thread keeps these tests fast.
-    n = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(n)
-
-
 def _brute_force_edges(feats, k, temporal, metric):
     B, S, _ = feats.shape
     edges = set()

@@ -21,15 +21,6 @@ from audiognn.graph import (
 from audiognn.graph.relative_pos import RelativePositionCache
 
 
-@pytest.fixture(autouse=True)
-def _one_thread():
-    """Small tensors: one intra-op thread avoids OpenMP barrier costs (huge on a busy shared machine)."""
-    prev = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(prev)
-
-
 def _vig_sincos_square(dim: int, g: int) -> np.ndarray:
     """ViG / MAE get_2d_sincos_pos_embed (square grid), re-derived in numpy."""
 

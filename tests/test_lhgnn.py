@@ -6,15 +6,6 @@ import torch
 from audiognn.models.lhgnn import LHGNN, count_trainable
 
 
-@pytest.fixture(autouse=True)
-def _one_thread():
-    """Small tensors: one intra-op thread avoids OpenMP barrier costs (huge on a busy shared machine)."""
-    prev = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(prev)
-
-
 def _meta(num_classes, **kw):
     with torch.device("meta"):
         return LHGNN(num_classes, **kw)

@@ -13,16 +13,6 @@ from audiognn.linkpred_metrics import (
 from audiognn.models.rgcn import DistMult, RGCNEncoder
 
 
-@pytest.fixture(autouse=True, scope="module")
-def _one_thread():
-    # PyG / small-tensor ops on a 2-core machine shared with other jobs are up to ~100x slower with 2
-    # intra-op threads (measured: 3.6 s vs 0.04 s per R-GCN step); one thread keeps these tests fast.
-    n = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(n)
-
-
 def _tiny_graph():
     # 6 nodes, 2 relations
     train = torch.tensor([[0, 0, 4], [1, 0, 4], [2, 0, 5], [0, 1, 1], [1, 1, 2], [3, 1, 0]])

@@ -13,16 +13,6 @@ from audiognn.tasks.link_prediction import LinkPrediction
 from datamodules.genre_graph import BY_ARTIST, HAS_GENRE, SIMILAR_TO, GenreGraphDataModule
 
 
-@pytest.fixture(autouse=True, scope="module")
-def _one_thread():
-    # PyG's scatter on a 2-core machine shared with other jobs is ~100x slower with 2 intra-op threads
-    # (measured: 3.6 s vs 0.04 s per R-GCN step); one thread keeps these tests fast everywhere.
-    n = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(n)
-
-
 def _write_shards(root, classes, clips, frames=40, n_mels=16):
     """Hand-written shard set in the prepare format: clips = [(key, split, label, artist or None)]."""
     import webdataset as wds
