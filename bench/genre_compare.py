@@ -179,7 +179,7 @@ def main(argv: list[str] | None = None) -> int:
         "--shards", help="prepared shard directory (e.g. GTZAN); default: generate the synthetic set"
     )
     p.add_argument("--out", default="runs/genre-compare", help="where PNGs (and the synthetic set) go")
-    p.add_argument("--epochs", type=int, default=4)
+    p.add_argument("--epochs", type=int, default=6)
     p.add_argument("--batch-size", type=int, default=16)
     p.add_argument(
         "--crop-frames",
@@ -194,7 +194,7 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--test", type=int, default=80, help="synthetic: test clips")
     p.add_argument("--frames", type=int, default=256, help="synthetic: frames per clip")
     p.add_argument("--seed", type=int, default=0)
-    p.add_argument("--difficulty", type=float, default=0.5,
+    p.add_argument("--difficulty", type=float, default=0.3,
                    help="synthetic: probability that a clip attribute comes from another class (0 = clean)")
     p.add_argument(
         "--threads",
