@@ -95,8 +95,7 @@ def test_default_model_learns_synthetic_genre_set(tmp_path):
     """The embedded default (CNN on synthetic genre), on a reduced set: val accuracy >= 0.6 (chance 0.125)."""
     syn = {"variant": "genre", "train": 320, "val": 80, "test": 16, "target_frames": 128, "workers": 2,
            "shard_size": 32}
-    cli = cli_main(["fit", *_tiny_args(tmp_path, "genre", synthetic=syn, epochs=5), "--trainer.logger", "false"],
-                   run=False)
+    cli = cli_main(["fit", *_tiny_args(tmp_path, "genre", synthetic=syn, epochs=5)], run=False)
     cli.trainer.fit(cli.model, cli.datamodule)
     acc = float(cli.trainer.callback_metrics["val/acc"])
     assert acc >= 0.6, acc
