@@ -99,3 +99,38 @@ def test_default_model_learns_synthetic_genre_set(tmp_path):
     cli.trainer.fit(cli.model, cli.datamodule)
     acc = float(cli.trainer.callback_metrics["val/acc"])
     assert acc >= 0.6, acc
+
+
+def test_predict_writes_embeddings_in_the_recommender_modality_format(tmp_path):
+    """`train.py predict` + EmbeddingWriter -> .npz that RecDataModule's reader aligns to item keys."""
+    import numpy as np
+    import torch
+
+    from audiognn.recsys_io import align_modality, read_modality
+
+    cli = cli_main(["fit", *_tiny_args(tmp_path, "genre")], run=False)
+    cli.trainer.fit(cli.model, cli.datamodule)
+    ckpt = tmp_path / "run" / "ckpt" / "last.ckpt"
+    out = tmp_path / "emb.npz"
+    r = subprocess.run([sys.executable, str(REPO / "train.py"), "predict", *_tiny_args(tmp_path, "genre"),
+                        "--ckpt_path", str(ckpt), "--trainer.callbacks+=callbacks.embeddings.EmbeddingWriter",
+                        "--trainer.callbacks.output", str(out), "--data.init_args.test_splits", "[train, test]"],
+                       capture_output=True, text=True, cwd=tmp_path, timeout=300,
+                       env={**os.environ, "WANDB_MODE": "disabled", "PYTHONPATH": str(REPO)})
+    assert r.returncode == 0, r.stderr[-3000:]
+    cli.model.load_state_dict(torch.load(ckpt, weights_only=True)["state_dict"])
+    keys, emb = read_modality(out)
+    assert len(keys) == 48 + 16 and len(set(keys)) == len(keys) and emb.shape == (64, cli.model.backbone.embed_dim)
+    assert np.isfinite(emb).all()
+    # the same numbers as the backbone's embed on the same (normalised) clip
+    dm = cli.datamodule
+    dm.setup("test")
+    batch = next(iter(dm.test_dataloader()))
+    x = (batch["x"].float() - dm.mean) / dm.std
+    cli.model.eval()
+    with torch.no_grad():
+        ref = cli.model.backbone.embed(x[:2])
+    row = {k: i for i, k in enumerate(keys)}
+    np.testing.assert_allclose(emb[[row[k] for k in batch["key"][:2]]], ref.numpy(), rtol=1e-4, atol=1e-5)
+    feats, present = align_modality(keys, emb, [batch["key"][0], "not-a-clip"])
+    assert present.tolist() == [True, False]
