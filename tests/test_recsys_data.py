@@ -1,6 +1,7 @@
 """RecDataModule: readers, leakage-free splits and graph, BPR negatives, modality files."""
 
 import os
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -11,7 +12,8 @@ from audiognn.models.recsys_baselines import sym_spmm
 from audiognn.recsys_io import read_modality, write_modality
 from datamodules.recsys import BPRTriples, RecData, RecDataModule, read_table, split_interactions
 
-LASTFM = "/work/shared/data/hetrec2011-lastfm-2k"
+# ../shared/data beside the repository (as on the developers' machines and in CI)
+LASTFM = str(Path(__file__).resolve().parents[2] / "shared" / "data" / "hetrec2011-lastfm-2k")
 
 
 def planted(num_users=60, num_items=120, groups=4, per_user=14, seed=0, feat_dim=8):
