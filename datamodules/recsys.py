@@ -8,7 +8,7 @@
   an *emotion* vector per artist (seed 002 §3.3: emotion from textual signals);
 - ``reader="msd"``: MSD Taste Profile triplets (``user \\t song \\t play count``, file ``interactions``)
   with per-song feature files in the modality format of `audiognn.recsys_io`;
-- ``reader="table"``: a generic CSV/TSV (or parquet, when pandas + pyarrow are importable) with user and
+- ``reader="table"``: a generic CSV/TSV or parquet (pyarrow) table with user and
   item columns, an optional social CSV.
 
 Every reader may add modality files (``modality_files: {name: path.npz}``) and an emotion file.
@@ -268,16 +268,13 @@ def _from_keys(users: np.ndarray, items: np.ndarray, weight: np.ndarray, social_
 
 
 def _read_table(path: str, sep: str) -> dict[str, np.ndarray]:
-    if path.endswith(".parquet"):
-        try:
-            import pandas as pd
-        except ImportError as e:
-            raise ImportError(f"reading {path!r} needs pandas and pyarrow, which are not installed; "
-                              "convert it to CSV or install them") from e
-        df = pd.read_parquet(path)
-        return {c: df[c].to_numpy() for c in df.columns}
     if not os.path.exists(path):
         raise FileNotFoundError(f"table {path!r} does not exist")
+    if path.endswith(".parquet"):
+        import pyarrow.parquet as pq
+
+        table = pq.read_table(path)
+        return {c: np.asarray(table.column(c).to_pylist()) for c in table.column_names}
     import csv
 
     with open(path, newline="") as f:

@@ -144,13 +144,16 @@ def test_table_and_msd_readers(tmp_path):
     dm = RecDataModule(reader="msd", interactions=os.fspath(tmp_path / "triplets.txt"))
     dm.setup()
     assert (dm.data.num_users, dm.data.num_items) == (2, 2)
-    with pytest.raises(ImportError, match="pandas"):
-        try:
-            import pandas  # noqa: F401
-            import pyarrow  # noqa: F401
-            pytest.skip("pandas and pyarrow are installed")
-        except ImportError:
-            pass
+    # the same table as parquet reads the same
+    import pyarrow as pa
+    import pyarrow.parquet as pq
+
+    pq.write_table(pa.table({"user": ["u1", "u1", "u2", "u2"], "item": ["a", "b", "a", "a"],
+                             "plays": [3, 1, 2, 5]}), tmp_path / "inter.parquet")
+    p = read_table(os.fspath(tmp_path / "inter.parquet"), os.fspath(tmp_path / "soc.csv"), weight_col="plays")
+    assert (p.num_users, p.num_items) == (d.num_users, d.num_items)
+    assert np.array_equal(p.user, d.user) and np.array_equal(p.item, d.item) and np.array_equal(p.weight, d.weight)
+    with pytest.raises(FileNotFoundError, match="x.parquet"):
         read_table(os.fspath(tmp_path / "x.parquet"))
 
 
