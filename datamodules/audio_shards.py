@@ -406,7 +406,9 @@ class AudioShardDataModule(L.LightningDataModule):
             α = 0.5, p = 1; official LHGNN / AST: α = 10, p = 0.5; p = 0 disables mixup.
         freq_mask / time_mask: SpecAugment widths (seed 001 §III-A: 48 bins, 192 frames); 0 disables.
         skip_corrupt_shards: warn about and skip a corrupt shard instead of stopping (counted in
-            ``corrupt_shards`` and logged by AudioClassifier as ``data/corrupt_shards``).
+            ``corrupt_shards`` and logged by AudioClassifier as ``data/corrupt_shards``). In exact mode a
+            skipped shard leaves its worker short of clips, so under DDP that rank may end an epoch a
+            batch early; on unreliable storage prefer ``train_mode="resampled"``.
         synthetic: when set, ``prepare_data`` writes the synthetic set to ``root`` if it is missing:
             {"variant": "genre"|"events", "train": n, "val": n, "test": n, "seed": 0, "target_frames": 256,
             "difficulty": 0.0 (genre: probability that an attribute comes from another class)}.
