@@ -19,7 +19,8 @@ rank and worker computes its share without reading anything):
   replacement (seeded by seed, epoch, rank, worker) and yields a fixed ``ceil(clips / (batch x world) /
   workers)`` batches; each rank reads only what it uses, but clips may repeat or be missed within an epoch.
 * validation / test / predict: every clip exactly once over all ranks, no padding: shards are dealt to ranks
-  when there are at least as many shards as ranks, else clips are (``i % world``); partial last batches.
+  when there are at least as many shards as ranks (each rank reads only its own shards), else clips are
+  (``i % world``); partial last batches.
 
 Mixup (Zhang et al. 2018) has two parametrisations: ``mixup_alpha=0.5, mixup_prob=1.0`` is seed 001
 §III-A's ("mixup ... with α = 0.5"); ``mixup_alpha=10, mixup_prob=0.5`` is the official LHGNN code's and
@@ -285,18 +286,19 @@ class ShardStream(IterableDataset):
             random.Random(self.seed * 1000003 + self.epoch).shuffle(order)
         return order
 
-    def _worker_shards(self, worker: int) -> list[int]:
-        return self._shard_order()[worker :: self.num_workers]
+    def _worker_shards(self, owner: np.ndarray, rank: int, worker: int) -> list[int]:
+        """Shards that ``worker`` of ``rank`` reads: the rank's shards (those holding a clip it owns), dealt."""
+        mine = [s for s in self._shard_order() if (owner[self.offsets[s] : self.offsets[s + 1]] == rank).any()]
+        return mine[worker :: self.num_workers]
 
     def _plan(self) -> tuple[np.ndarray, list[list[int]], list[list[int]]]:
         """(owner per clip, clips per (rank, worker), batches per (rank, worker)) for exact/eval modes."""
         owner = self._owner()
         per = [[0] * self.num_workers for _ in range(self.world)]
-        for w in range(self.num_workers):
-            for s in self._worker_shards(w):
-                cnt = np.bincount(owner[self.offsets[s] : self.offsets[s + 1]], minlength=self.world)
-                for r in range(self.world):
-                    per[r][w] += int(cnt[r])
+        for r in range(self.world):
+            for w in range(self.num_workers):
+                for s in self._worker_shards(owner, r, w):
+                    per[r][w] += int((owner[self.offsets[s] : self.offsets[s + 1]] == r).sum())
         if self.mode == "eval":
             batches = [[math.ceil(m / self.batch_size) for m in row] for row in per]
             return owner, per, batches
@@ -343,7 +345,7 @@ class ShardStream(IterableDataset):
             source, sizes = endless(), [self.batch_size] * self.resampled_batches()
         else:
             owner, per, batches = self._plan()
-            source = self._samples(self._worker_shards(worker), owner == self.rank)
+            source = self._samples(self._worker_shards(owner, self.rank, worker), owner == self.rank)
             m, n_b = per[self.rank][worker], batches[self.rank][worker]
             # exact: this worker's m clips in exactly n_b batches (n_b is fixed by the plan, equal over ranks)
             sizes = split_sizes(m, n_b) if train else [min(self.batch_size, m - i) for i in range(0, m, self.batch_size)]

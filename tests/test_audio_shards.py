@@ -200,3 +200,17 @@ def test_reads_any_webdataset_url(tmp_path):
         dm.setup("fit")
         keys.append([k for b in dm.val_dataloader() for k in b["key"]])
     assert keys[0] == keys[1] and len(keys[0]) == 4
+
+
+def test_eval_ranks_read_only_their_own_shards(tmp_path, monkeypatch):
+    import datamodules.audio_shards as mod
+
+    info = make_shards(tmp_path, [4, 4, 3, 2])
+    opened = []
+    real = mod._read_shard
+    monkeypatch.setattr(mod, "_read_shard", lambda url, *a: (opened.append(url), (yield from real(url, *a)))[1])
+    for rank in (0, 1):
+        opened.clear()
+        stream_batches(tmp_path, info, "train", "eval", rank, 2, 0)
+        assert sorted(u.rsplit("-", 1)[1] for u in opened) == (["000000.tar", "000002.tar"] if rank == 0
+                                                                else ["000001.tar", "000003.tar"])
