@@ -113,27 +113,26 @@ class AudioClassifier(L.LightningModule):
         self.log("train/loss", loss, prog_bar=True, batch_size=batch["x"].shape[0])
         return loss
 
-    def validation_step(self, batch: dict, batch_idx: int) -> dict:
+    def _eval_step(self, batch: dict, stage: str) -> dict:
         logits = self._eval_logits(batch["x"])
-        self.val_loss.update(self.loss(logits, batch["y"]), weight=batch["x"].shape[0])
-        self.log("val/loss", self.val_loss, on_step=False, on_epoch=True)
-        target = self._target(batch["y"])
-        self.val_metrics.update(self._scores(logits), target)
+        loss = getattr(self, f"{stage}_loss")
+        loss.update(self.loss(logits, batch["y"]), weight=batch["x"].shape[0])
+        self.log(f"{stage}/loss", loss, on_step=False, on_epoch=True)
+        scores, target = self._scores(logits), self._target(batch["y"])
+        getattr(self, f"{stage}_metrics").update(scores, target)
+        if stage == "test" and self.multilabel:
+            self.test_ap.update(scores, target)
         return {"logits": logits, "target": target}  # for callbacks (confusion matrices)
+
+    def validation_step(self, batch: dict, batch_idx: int) -> dict:
+        return self._eval_step(batch, "val")
 
     def on_validation_epoch_end(self) -> None:
         self.log_dict(self.val_metrics.compute(), prog_bar=True)
         self.val_metrics.reset()
 
     def test_step(self, batch: dict, batch_idx: int) -> dict:
-        logits = self._eval_logits(batch["x"])
-        self.test_loss.update(self.loss(logits, batch["y"]), weight=batch["x"].shape[0])
-        self.log("test/loss", self.test_loss, on_step=False, on_epoch=True)
-        target = self._target(batch["y"])
-        self.test_metrics.update(self._scores(logits), target)
-        if self.multilabel:
-            self.test_ap.update(self._scores(logits), target)
-        return {"logits": logits, "target": target}
+        return self._eval_step(batch, "test")
 
     def on_test_epoch_end(self) -> None:
         self.log_dict(self.test_metrics.compute())
