@@ -104,7 +104,6 @@ def _trainer(epochs: int, callbacks: list):
 
 def run_classifier(name: str, root: Path, args) -> dict:
     from audiognn.tasks.audio_classifier import AudioClassifier, PaperAdamW
-    from callbacks.confusion_matrix import ConfusionMatrixPlot
     from datamodules.audio_shards import AudioShardDataModule
 
     cfg = _load_yaml(name)["model"]["init_args"]
@@ -131,24 +130,11 @@ def run_classifier(name: str, root: Path, args) -> dict:
         schedule=cfg.get("schedule", "cosine"),
         eval_crop_frames=args.crop_frames,
     )
-    timer, cm = EpochTimer(), ConfusionMatrixPlot(every_n_epochs=10**9)
-    trainer = _trainer(args.epochs, [timer, cm])
-    trainer.fit(model, dm)
-    res = trainer.test(model, dm, verbose=False)[0]
-    params = sum(p.numel() for p in model.backbone.parameters() if p.requires_grad)
-    return {
-        "acc": res["test/acc"],
-        "f1": res["test/f1"],
-        "params": params,
-        "times": timer.times,
-        "cm": cm.matrices["test"],
-        "classes": dm.class_names,
-    }
+    return _fit_and_test(model, model.backbone, dm, args)[0]
 
 
 def run_linkpred(root: Path, args) -> dict:
     from audiognn.tasks.link_prediction import LinkPrediction
-    from callbacks.confusion_matrix import ConfusionMatrixPlot
     from datamodules.genre_graph import GenreGraphDataModule
 
     conf = _load_yaml("linkpred")
@@ -157,20 +143,28 @@ def run_linkpred(root: Path, args) -> dict:
     model = LinkPrediction(
         num_classes=dm.num_classes, data_info={"classes": dm.class_names}, **conf["model"]["init_args"]
     )
+    out, res = _fit_and_test(model, model, dm, args)
+    out["extra"] = {k: res[f"test/{k}"] for k in ("mrr", "hits@1", "hits@3", "hits@10")}
+    return out
+
+
+def _fit_and_test(model, counted, dm, args) -> tuple[dict, dict]:
+    """Fit and test ``model`` on ``dm``: (accuracy, F1, trainable parameters of ``counted``, epoch times,
+    confusion matrix; the raw test metrics)."""
+    from callbacks.confusion_matrix import ConfusionMatrixPlot
+
     timer, cm = EpochTimer(), ConfusionMatrixPlot(every_n_epochs=10**9)
     trainer = _trainer(args.epochs, [timer, cm])
     trainer.fit(model, dm)
     res = trainer.test(model, dm, verbose=False)[0]
-    params = sum(p.numel() for p in model.parameters() if p.requires_grad)
     return {
         "acc": res["test/acc"],
         "f1": res["test/f1"],
-        "params": params,
+        "params": sum(p.numel() for p in counted.parameters() if p.requires_grad),
         "times": timer.times,
         "cm": cm.matrices["test"],
         "classes": dm.class_names,
-        "extra": {k: res[f"test/{k}"] for k in ("mrr", "hits@1", "hits@3", "hits@10")},
-    }
+    }, res
 
 
 def main(argv: list[str] | None = None) -> int:
