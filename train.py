@@ -22,6 +22,9 @@ from audiognn.checkpoint import load_checkpoint
 ROOT = Path(__file__).resolve().parent
 DEFAULT_CONFIG = ROOT / "conf" / "default.yaml"
 SUBCOMMANDS = ("fit", "validate", "test", "predict")
+# What the data knows reaches the model when both are instantiated: each key is a DataModule attribute linked
+# to the model's init argument of the same name; models without that argument are left alone.
+LINKED_FROM_DATA = ("num_classes", "multilabel", "data_info")
 
 
 class SaveConfigToLogger(SaveConfigCallback):
@@ -34,7 +37,7 @@ class SaveConfigToLogger(SaveConfigCallback):
 
 class AudioGNNCLI(LightningCLI):
     def add_arguments_to_parser(self, parser) -> None:
-        for key in ("num_classes", "multilabel", "data_info"):
+        for key in LINKED_FROM_DATA:
             parser.link_arguments(f"data.{key}", f"model.init_args.{key}", apply_on="instantiate")
         # the checkpoint callback has its own key, so `--checkpoint.dirpath DIR` works from the command line
         # (SLURM scripts give each job a stable directory that survives requeues)
