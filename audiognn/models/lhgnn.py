@@ -37,9 +37,9 @@ from audiognn.graph.relative_pos import RelativePositionCache
 
 SIZES: dict[str, dict] = {
     # §II-C: the paper's configuration (channels from the official code, see module docstring)
-    "s": dict(channels=[80, 160, 400, 640], depths=[2, 2, 6, 2], k=25, top_clusters=10, num_clusters=50, emb_dims=1024),
+    "s": dict(channels=[80, 160, 400, 640], depths=[2, 2, 6, 2], k=25, top_clusters=10, num_clusters=50, embed_dim=1024),
     # small model for CPU tests and smoke runs
-    "tiny": dict(channels=[16, 32, 48, 64], depths=[1, 1, 1, 1], k=9, top_clusters=3, num_clusters=8, emb_dims=128),
+    "tiny": dict(channels=[16, 32, 48, 64], depths=[1, 1, 1, 1], k=9, top_clusters=3, num_clusters=8, embed_dim=128),
 }
 
 
@@ -117,7 +117,7 @@ class LHGNN(nn.Module):
     Args:
         num_classes: output classes (527 AudioSet, 200 FSD50K, 50 ESC-50).
         size: "s" (paper) or "tiny" (tests); explicit arguments below override the preset.
-        channels, depths, k, top_clusters (K), num_clusters (P), emb_dims: override the size preset.
+        channels, depths, k, top_clusters (K), num_clusters (P), embed_dim: override the size preset.
         kernel: "both" (eq. 3), "local", "higher" (Table IV). clustering: "fcm", "kmeans", "density" (Table V).
         fcm_m: m (eq. 1, §II-B1: 2). cluster_iters: v (§II-B1: 1). cluster_init: "pool" | "randn".
         reduce_ratios: key pooling per stage. max_dilation: cap of ViG's dilation (official 128 // P = 2).
@@ -135,7 +135,7 @@ class LHGNN(nn.Module):
         k: int | None = None,
         top_clusters: int | None = None,
         num_clusters: int | None = None,
-        emb_dims: int | None = None,
+        embed_dim: int | None = None,
         kernel: str = "both",
         clustering: str = "fcm",
         fcm_m: float = 2.0,
@@ -155,7 +155,7 @@ class LHGNN(nn.Module):
             raise ValueError(f"LHGNN size {size!r} is not one of {tuple(SIZES)}")
         cfg = dict(SIZES[size])
         for name, val in dict(channels=channels, depths=depths, k=k, top_clusters=top_clusters,
-                              num_clusters=num_clusters, emb_dims=emb_dims).items():  # fmt: skip
+                              num_clusters=num_clusters, embed_dim=embed_dim).items():  # fmt: skip
             if val is not None:
                 cfg[name] = list(val) if isinstance(val, (list, tuple)) else val
         chans, depths = cfg["channels"], cfg["depths"]
@@ -164,7 +164,7 @@ class LHGNN(nn.Module):
         if any(c % 4 for c in chans):
             raise ValueError(f"LHGNN: channels {chans} must be divisible by 4 (grouped conv, sin-cos position)")
         self.num_classes, self.channels, self.depths = num_classes, chans, depths
-        self.emb_dims = cfg["emb_dims"]
+        self.embed_dim = cfg["embed_dim"]
         self.freq_num, self.time_num = freq_num, time_num
 
         self.stem = make_stem(chans[0], stem)
@@ -187,15 +187,14 @@ class LHGNN(nn.Module):
                 idx += 1
             stages.append(nn.Sequential(*blocks))
         self.stages = nn.Sequential(*stages)
-        self.neck = nn.Sequential(nn.Conv2d(chans[-1], self.emb_dims, 1), nn.BatchNorm2d(self.emb_dims), nn.GELU())
-        self.dropout = nn.Dropout(dropout)
-        self.classifier = nn.Conv2d(self.emb_dims, num_classes, 1)
+        self.neck = nn.Sequential(nn.Conv2d(chans[-1], self.embed_dim, 1), nn.BatchNorm2d(self.embed_dim), nn.GELU())
+        self.head = nn.Sequential(nn.Dropout(dropout), nn.Linear(self.embed_dim, num_classes))  # classifier
         self._init_weights()
 
     def _init_weights(self) -> None:
         # official / ViG: kaiming-normal conv weights, zero biases
         for m in self.modules():
-            if isinstance(m, nn.Conv2d):
+            if isinstance(m, (nn.Conv2d, nn.Linear)):
                 nn.init.kaiming_normal_(m.weight)
                 if m.bias is not None:
                     nn.init.zeros_(m.bias)
@@ -216,12 +215,11 @@ class LHGNN(nn.Module):
         return F.adaptive_avg_pool2d(x, 1)
 
     def embed(self, x: torch.Tensor) -> torch.Tensor:
-        """Clip embedding [B, emb_dims]: the head's hidden layer (after GELU, before dropout)."""
+        """Clip embedding [B, embed_dim]: the head's hidden layer (after GELU, before dropout)."""
         return self.neck(self.features(x)).flatten(1)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        h = self.neck(self.features(x))  # [B, D, 1, 1]
-        return self.classifier(self.dropout(h)).flatten(1)  # logits [B, num_classes]
+        return self.head(self.embed(x))  # logits [B, num_classes]
 
 
 def count_trainable(model: nn.Module) -> int:
