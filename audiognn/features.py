@@ -1,6 +1,7 @@
-"""Log-mel front end (seed 001 §III-A) and audio decoding.
+"""Log-mel front end (Singh et al., *LHGNN: Local-Higher Order Graph Neural Networks for Audio
+Classification and Tagging*, §III-A), MFCCs, and audio decoding.
 
-Seed 001 §III-A: "All audio samples were converted to mono with a sampling rate of 16kHz. We computed the
+LHGNN §III-A: "All audio samples were converted to mono with a sampling rate of 16kHz. We computed the
 Short-time Fourier transform (STFT) using a window size of 25 ms and a hop size of 10 ms. A 128-dimensional
 mel filter bank was applied, followed by a logarithmic transformation ... we standardized the temporal
 length of the mel-spectrogram to 1024 frames ... Shorter clips were zero-padded, and longer ones cropped."
@@ -16,6 +17,7 @@ not part of this stack. Resampling uses ``torchaudio.functional.resample``.
 
 from __future__ import annotations
 
+import functools
 import math
 from dataclasses import asdict, dataclass
 from pathlib import Path
@@ -43,7 +45,7 @@ class AudioError(ValueError):
 
 @dataclass(frozen=True)
 class FeatureConfig:
-    """Parameters of the log-mel front end; defaults are seed 001 §III-A."""
+    """Parameters of the log-mel front end; defaults are LHGNN §III-A's."""
 
     sample_rate: int = 16000  # §III-A: mono, 16 kHz
     num_mel_bins: int = 128  # §III-A: 128-dimensional mel filter bank
@@ -149,6 +151,33 @@ def logmel(mono: torch.Tensor, cfg: FeatureConfig = FeatureConfig()) -> torch.Te
         frame_length=cfg.frame_length_ms,
         frame_shift=cfg.frame_shift_ms,
     )
+
+
+@functools.lru_cache(maxsize=16)
+def _dct_matrix(n_mfcc: int, n_mels: int) -> torch.Tensor:
+    return torchaudio.functional.create_dct(n_mfcc, n_mels, norm="ortho")  # [F, n_mfcc]
+
+
+def mfcc_from_logmel(mel: torch.Tensor, n_mfcc: int) -> torch.Tensor:
+    r"""MFCCs of a log-mel: the orthonormal DCT-II over the mel axis, first ``n_mfcc`` coefficients (librosa's
+    and ``torchaudio.transforms.MFCC``'s convention, matrix from ``torchaudio.functional.create_dct``).
+
+    .. math::
+        c_k = \sqrt{\tfrac{2 - [k = 0]}{F}} \sum_{f=0}^{F-1} m_f \cos\left(\tfrac{\pi}{F} (f + \tfrac12) k\right)
+
+    On a normalised log-mel (an affine map of the raw one) the result is the raw log-mel's MFCCs up to an
+    affine map: the DCT is linear.
+
+    Args:
+        mel: log-mel, mel bins last.
+        n_mfcc: number of coefficients kept (<= F).
+
+    Shapes:
+        - **input:** :math:`(*, F)`
+        - **output:** :math:`(*, n_{mfcc})`, float32
+    """
+    dct = _dct_matrix(n_mfcc, mel.shape[-1]).to(mel.device)
+    return mel.float() @ dct
 
 
 def fix_length(mel: torch.Tensor, frames: int) -> torch.Tensor:

@@ -31,23 +31,13 @@ import torch
 import torch.nn.functional as F
 from lightning.pytorch.cli import OptimizerCallable
 from torch import nn
+from audiognn.tasks.optim import PaperAdamW  # noqa: F401  (re-export: its former home)
 from torchmetrics import MeanMetric, MetricCollection
 from torchmetrics.classification import (
     MulticlassAccuracy,
     MulticlassF1Score,
     MultilabelAveragePrecision,
 )
-
-
-class PaperAdamW(torch.optim.AdamW):
-    """AdamW with seed 001 §III-A's settings as defaults: β = (0.9, 0.999), ε = 1e-8, weight decay 0.05.
-
-    The learning rate is not stated in §III-A; 1e-3 is the official code's (its config, with Adam).
-    """
-
-    def __init__(self, params, lr: float = 1e-3, betas: tuple[float, float] = (0.9, 0.999), eps: float = 1e-8,
-                 weight_decay: float = 0.05):
-        super().__init__(params, lr=lr, betas=betas, eps=eps, weight_decay=weight_decay)
 
 
 class AudioClassifier(L.LightningModule):
