@@ -44,7 +44,7 @@ def test_data_values_are_linked_into_the_model(tmp_path):
     cli = cli_main(["fit", *_tiny_args(tmp_path, "events")], run=False)
     assert cli.model.num_classes == 10 and cli.model.multilabel is True
     assert cli.model.class_names[0] == "beep"
-    assert cli.model.backbone.classifier.out_features == 10
+    assert cli.model.backbone.head[-1].out_features == 10
     cfg = yaml.safe_load((REPO / "conf" / "default.yaml").read_text())
     assert "num_classes" not in json.dumps(cfg)  # never repeated in a config
 

@@ -1,6 +1,7 @@
-"""The CNN baseline of seed 000: a compact 2-D CNN on the log-mel spectrogram.
+"""The CNN baseline of Dhongade and Rovira, *Graph Neural Networks for Music Genre Classification*: a
+compact 2-D CNN on the log-mel spectrogram.
 
-Seed 000 (§1, §3) compares its genre GNN with "standard methods such as CNNs" on spectrograms but gives no
+The paper (§1, §3) compares its genre GNN with "standard methods such as CNNs" on spectrograms but gives no
 architecture. We use the common compact design of that literature: ``len(channels)`` blocks of
 conv3×3 → BatchNorm → ReLU → conv3×3 → BatchNorm → ReLU → 2×2 max-pool, then global average + max pooling
 over (time, mel), dropout and a linear classifier. With the default channels (32, 64, 128, 256) it has
@@ -11,6 +12,8 @@ from __future__ import annotations
 
 import torch
 from torch import nn
+
+from audiognn.models.base import AudioBackbone
 
 
 def _block(cin: int, cout: int) -> nn.Sequential:
@@ -25,8 +28,26 @@ def _block(cin: int, cout: int) -> nn.Sequential:
     )
 
 
-class CNN(nn.Module):
-    """Compact 2-D CNN: ``x [B, T, F]`` log-mel -> logits ``[B, num_classes]``."""
+class CNN(AudioBackbone):
+    r"""Compact 2-D CNN baseline of Dhongade and Rovira, *Graph Neural Networks for Music Genre
+    Classification* (§1, §3; architecture chosen here, see the module docstring).
+
+    .. math::
+        \mathbf{H} = \mathrm{Blocks}(\mathbf{X}) \in \mathbb{R}^{C \times T' \times F'}, \quad
+        \mathbf{z} = \mathrm{mean}_{t,f} \mathbf{H} \,\Vert\, \max_{t,f} \mathbf{H}, \quad
+        \hat{\mathbf{y}} = \mathbf{W} \, \mathrm{Dropout}(\mathbf{z}) + \mathbf{b}
+
+    Args:
+        num_classes (int): number of classes.
+        channels (tuple[int, ...], optional): output channels of each block (each block halves T and F).
+            (default: ``(32, 64, 128, 256)``)
+        dropout (float, optional): dropout before the head. (default: ``0.3``)
+
+    Shapes:
+        - **input:** normalised log-mel :math:`(B, T, F)`
+        - **embed output:** :math:`(B, 2 C)`, C = ``channels[-1]``
+        - **output:** logits :math:`(B, \text{num\_classes})`
+    """
 
     def __init__(self, num_classes: int, channels: tuple[int, ...] = (32, 64, 128, 256), dropout: float = 0.3):
         super().__init__()
@@ -35,14 +56,16 @@ class CNN(nn.Module):
             layers.append(_block(cin, c))
             cin = c
         self.features = nn.Sequential(*layers)
-        self.dropout = nn.Dropout(dropout)
-        self.classifier = nn.Linear(2 * cin, num_classes)
         self.embed_dim = 2 * cin
+        self.head = nn.Sequential(nn.Dropout(dropout), nn.Linear(self.embed_dim, num_classes))
 
     def embed(self, x: torch.Tensor) -> torch.Tensor:
         """``[B, T, F]`` -> clip embedding ``[B, 2·C]`` (global mean ⊕ max of the last feature map)."""
         h = self.features(x.unsqueeze(1))  # [B, C, T', F']
         return torch.cat([h.mean(dim=(2, 3)), h.amax(dim=(2, 3))], dim=1)
 
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        return self.classifier(self.dropout(self.embed(x)))
+    def _load_from_state_dict(self, state_dict, prefix, *args, **kwargs):
+        # checkpoints written before the head was named `head`: `classifier.*` is now `head.1.*`
+        for key in [k for k in state_dict if k.startswith(prefix + "classifier.")]:
+            state_dict[prefix + "head.1." + key[len(prefix + "classifier."):]] = state_dict.pop(key)
+        super()._load_from_state_dict(state_dict, prefix, *args, **kwargs)

@@ -1,8 +1,9 @@
-"""RNN baseline for genre classification (seed 000 §1, §3: "RNNs ... with LSTM [4]").
+"""RNN baseline for genre classification (Dhongade and Rovira, *Graph Neural Networks for Music Genre
+Classification*, §1, §3: "RNNs ... with LSTM [4]").
 
-The seed names the baseline only ("RNN-LSTM" over MFCCs, ref. [4]); this implementation chooses:
+The paper names the baseline only ("RNN-LSTM" over MFCCs, ref. [4]); this implementation chooses:
 an LSTM or GRU (``cell``), optionally bidirectional, over the clip's MFCC frames (DCT-II of the
-log-mel via ``torchaudio.functional.create_dct``, ``n_mfcc`` = 20 by default, or the raw log-mel with
+log-mel, :func:`audiognn.features.mfcc_from_logmel`, ``n_mfcc`` = 20 by default, or the raw log-mel with
 ``n_mfcc=None``), a per-coefficient BatchNorm on the input, and as clip embedding the mean over time of
 the last layer's outputs concatenated with their max over time (robust to any length T, unlike the
 last hidden state, which forgets the start of a 30 s clip), then a linear classifier.
@@ -11,21 +12,37 @@ last hidden state, which forgets the start of a 30 s clip), then a linear classi
 from __future__ import annotations
 
 import torch
-import torchaudio.functional as AF
 from torch import nn
+
+from audiognn.features import mfcc_from_logmel
+from audiognn.models.base import AudioBackbone
 
 CELLS = {"lstm": nn.LSTM, "gru": nn.GRU}
 
 
-class RNN(nn.Module):
-    """LSTM/GRU over MFCC frames: ``x: [B, T, F]`` log-mel -> logits ``[B, num_classes]``.
+class RNN(AudioBackbone):
+    r"""LSTM/GRU baseline of Dhongade and Rovira, *Graph Neural Networks for Music Genre Classification*
+    (§1, §3) over MFCC frames (choices in the module docstring).
+
+    .. math::
+        \mathbf{o}_{1..T} = \mathrm{RNN}(\mathrm{BN}(\mathrm{MFCC}(\mathbf{X}))), \quad
+        \mathbf{z} = \tfrac{1}{T} \textstyle\sum_t \mathbf{o}_t \,\Vert\, \max_t \mathbf{o}_t, \quad
+        \hat{\mathbf{y}} = \mathbf{W} \, \mathrm{Dropout}(\mathbf{z}) + \mathbf{b}
 
     Args:
-        num_classes: number of classes.
-        cell: "lstm" or "gru".
-        bidirectional: run a second RNN backwards in time.
-        n_mels: mel bins F of the input; n_mfcc: MFCC coefficients per frame (None: use the log-mel).
-        hidden: hidden size per direction; num_layers; dropout (between layers and before the classifier).
+        num_classes (int): number of classes.
+        cell (str, optional): ``"lstm"`` or ``"gru"``. (default: ``"lstm"``)
+        bidirectional (bool, optional): run a second RNN backwards in time. (default: ``True``)
+        n_mels (int, optional): mel bins F of the input. (default: ``128``)
+        n_mfcc (int, optional): MFCC coefficients per frame; ``None``: use the log-mel. (default: ``20``)
+        hidden (int, optional): hidden size H per direction. (default: ``128``)
+        num_layers (int, optional): stacked RNN layers. (default: ``2``)
+        dropout (float, optional): between RNN layers and before the head. (default: ``0.2``)
+
+    Shapes:
+        - **input:** normalised log-mel :math:`(B, T, F)`
+        - **embed output:** :math:`(B, 2 H d)`, d = 2 if bidirectional else 1
+        - **output:** logits :math:`(B, \text{num\_classes})`
     """
 
     def __init__(
@@ -43,14 +60,8 @@ class RNN(nn.Module):
         if cell not in CELLS:
             raise ValueError(f"cell must be one of {sorted(CELLS)}, got {cell!r}")
         self.n_mels = n_mels
-        if n_mfcc is not None:
-            self.register_buffer(
-                "dct", AF.create_dct(n_mfcc, n_mels, norm="ortho"), persistent=False
-            )  # [F, M]
-            in_dim = n_mfcc
-        else:
-            self.dct = None
-            in_dim = n_mels
+        self.n_mfcc = n_mfcc
+        in_dim = n_mfcc or n_mels
         self.norm = nn.BatchNorm1d(in_dim)
         self.rnn = CELLS[cell](
             in_dim,
@@ -68,12 +79,7 @@ class RNN(nn.Module):
         """``x: [B, T, F]`` -> ``[B, 2 * hidden * directions]`` (mean and max over time of the outputs)."""
         if x.dim() != 3 or x.shape[-1] != self.n_mels:
             raise ValueError(f"RNN expects x [B, T, {self.n_mels}] log-mel, got shape {tuple(x.shape)}")
-        x = x.float()
-        if self.dct is not None:
-            x = x @ self.dct  # [B, T, M]
+        x = x.float() if self.n_mfcc is None else mfcc_from_logmel(x, self.n_mfcc)  # [B, T, M]
         x = self.norm(x.transpose(1, 2)).transpose(1, 2)  # [B, T, M]
         out, _ = self.rnn(x)  # [B, T, H*dirs]
         return torch.cat([out.mean(1), out.amax(1)], dim=-1)
-
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        return self.head(self.embed(x))

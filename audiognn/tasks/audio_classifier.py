@@ -11,27 +11,29 @@ Task:
 * multi-class (ESC-50, GTZAN, synthetic genre): cross-entropy (soft targets after mixup); ``acc`` and macro
   ``f1``.
 
-Optimisation: the optimiser is a callable from the config (AdamW by default, seed 001 §III-A: β = (0.9,
-0.999), ε = 1e-8, weight decay 0.05; or the official code's Adam); the schedule is a linear warm-up over
-``warmup_steps`` optimiser steps, then ``cosine`` (to 0 at the last step), ``multistep`` (× ``gamma`` at each
-epoch in ``milestones``, as the official LHGNN code) or ``constant``.
+Optimisation: ``optimizer`` (an ``OptimizerCallable``: :class:`~audiognn.tasks.optim.PaperAdamW` by default,
+LHGNN §III-A's AdamW, or the official code's Adam) and ``scheduler`` (an ``LRSchedulerCallable`` from
+:mod:`audiognn.tasks.optim`: warm-up then cosine, multi-step per epoch or constant), combined by
+:func:`~audiognn.tasks.optim.configure_schedule`.
 
 Clip-level evaluation: with ``eval_crop_frames`` set, validation/test/predict clips longer than that are cut
-into consecutive crops whose logits are averaged (GTZAN: 3 s crops of a 30 s clip, seed 000 §4.1's
-segment-level training with clip-level decisions).
+into consecutive crops whose logits are averaged (GTZAN: 3 s crops of a 30 s clip, the segment-level training with clip-level
+decisions of Dhongade and Rovira, *Graph Neural Networks for Music Genre Classification*, §4.1).
 """
 
 from __future__ import annotations
 
-import math
+import functools
+import importlib
+import inspect
 from collections.abc import Callable
+from typing import TypedDict
 
 import lightning as L
 import torch
 import torch.nn.functional as F
-from lightning.pytorch.cli import OptimizerCallable
+from lightning.pytorch.cli import LRSchedulerCallable, OptimizerCallable
 from torch import nn
-from audiognn.tasks.optim import PaperAdamW  # noqa: F401  (re-export: its former home)
 from torchmetrics import MeanMetric, MetricCollection
 from torchmetrics.classification import (
     MulticlassAccuracy,
@@ -39,8 +41,64 @@ from torchmetrics.classification import (
     MultilabelAveragePrecision,
 )
 
+from audiognn.models.base import AudioBackbone
+from audiognn.tasks.optim import PaperAdamW, WarmupCosine, configure_schedule
+
+__all__ = ["AudioClassifier", "EvalOutput", "PaperAdamW", "backbone_spec", "build_backbone"]
+
+STAGES = ("val", "test")
+
+
+class EvalOutput(TypedDict):
+    """What ``validation_step`` / ``test_step`` return (read by callbacks, e.g. confusion matrices)."""
+
+    logits: torch.Tensor  # [B, C], clip-level (crop logits averaged, see ``eval_logits``)
+    target: torch.Tensor  # [B] class indices (multi-class) or [B, C] 0/1 (multi-label)
+
+
+def backbone_spec(backbone: Callable | dict | None) -> dict | None:
+    """``{"class_path", "init_args"}`` of a backbone callable (a class, or a ``functools.partial`` of one as
+    LightningCLI gives) when its arguments are plain values; None otherwise. Stored in the hyper-parameters,
+    it lets ``AudioClassifier.load_from_checkpoint(path)`` rebuild the backbone with no config."""
+    if isinstance(backbone, dict):
+        return backbone
+    target, kwargs = backbone, {}
+    while isinstance(target, functools.partial):
+        kwargs = {**target.keywords, **kwargs}
+        target = next((a for a in target.args if inspect.isclass(a)), target.func)
+    plain = (bool, int, float, str, type(None), list, tuple, dict)
+    if not inspect.isclass(target) or not all(isinstance(v, plain) for v in kwargs.values()):
+        return None
+    return {"class_path": f"{target.__module__}.{target.__qualname__}", "init_args": kwargs}
+
+
+def build_backbone(backbone: Callable | dict, num_classes: int) -> nn.Module:
+    """The backbone for ``num_classes`` classes from a callable or a :func:`backbone_spec` dict."""
+    if isinstance(backbone, dict):
+        module, _, name = backbone["class_path"].rpartition(".")
+        cls = getattr(importlib.import_module(module), name)
+        return cls(num_classes, **(backbone.get("init_args") or {}))
+    return backbone(num_classes)
+
 
 class AudioClassifier(L.LightningModule):
+    """Clip classification / tagging with any audio backbone (task description in the module docstring).
+
+    Args:
+        backbone: callable of the class count returning the model (an :class:`AudioBackbone` or any module
+            mapping ``[B, T, F]`` to ``[B, C]``), or a :func:`backbone_spec` dict (from a checkpoint).
+        num_classes: number of classes (linked from the data).
+        multilabel: multi-label tagging (linked from the data). (default: ``False``)
+        data_info: the data's description, e.g. ``{"classes": [...]}`` (linked from the data).
+        optimizer: optimiser callable. (default: :class:`PaperAdamW`)
+        scheduler: learning-rate schedule callable, or None. (default: :class:`WarmupCosine`, no warm-up)
+        eval_crop_frames: clip-level evaluation over crops of this many frames; None: whole clips.
+        top_k: classes per clip returned by ``predict``. (default: ``5``)
+
+    ``self.metrics[stage]`` (stage "val" / "test") holds the metrics, ``self.losses[stage]`` the clip-weighted
+    mean loss; ``validation_step`` / ``test_step`` return an :class:`EvalOutput`.
+    """
+
     def __init__(
         self,
         backbone: Callable[[int], nn.Module],
@@ -48,19 +106,15 @@ class AudioClassifier(L.LightningModule):
         multilabel: bool = False,
         data_info: dict | None = None,
         optimizer: OptimizerCallable = PaperAdamW,
-        warmup_steps: int = 0,
-        schedule: str = "cosine",
-        milestones: list[int] | None = None,
-        gamma: float = 0.5,
+        scheduler: LRSchedulerCallable | None = WarmupCosine,
         eval_crop_frames: int | None = None,
         top_k: int = 5,
     ):
         super().__init__()
-        if schedule not in ("cosine", "multistep", "constant"):
-            raise ValueError(f"schedule must be 'cosine', 'multistep' or 'constant', got '{schedule}'")
-        self.save_hyperparameters(ignore=["backbone", "optimizer"])
-        self.backbone = backbone(num_classes)
-        self.optimizer_fn = optimizer
+        self.save_hyperparameters(ignore=["backbone", "optimizer", "scheduler"])
+        self.hparams["backbone"] = backbone_spec(backbone)  # load_from_checkpoint rebuilds it from this
+        self.backbone = build_backbone(backbone, num_classes)
+        self.optimizer_fn, self.scheduler_fn = optimizer, scheduler
         self.num_classes, self.multilabel = num_classes, multilabel
         self.class_names = list((data_info or {}).get("classes") or [str(i) for i in range(num_classes)])
         if len(self.class_names) != num_classes:
@@ -70,10 +124,10 @@ class AudioClassifier(L.LightningModule):
         else:
             metrics = {"acc": MulticlassAccuracy(num_classes=num_classes, average="micro"),
                        "f1": MulticlassF1Score(num_classes=num_classes, average="macro")}
-        self.val_metrics = MetricCollection(metrics, prefix="val/")
-        self.test_metrics = self.val_metrics.clone(prefix="test/")
+        val = MetricCollection(metrics, prefix="val/")
+        self.metrics = nn.ModuleDict({"val": val, "test": val.clone(prefix="test/")})
         # losses as clip-weighted means: exact under DDP even when ranks hold different numbers of clips
-        self.val_loss, self.test_loss = MeanMetric(), MeanMetric()
+        self.losses = nn.ModuleDict({stage: MeanMetric() for stage in STAGES})
         if multilabel:
             self.test_ap = MultilabelAveragePrecision(num_labels=num_classes, average=None, thresholds=None)
 
@@ -81,7 +135,9 @@ class AudioClassifier(L.LightningModule):
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         return self.backbone(x)
 
-    def _eval_logits(self, x: torch.Tensor) -> torch.Tensor:
+    def eval_logits(self, x: torch.Tensor) -> torch.Tensor:
+        """Clip-level logits ``[B, C]`` of ``x: [B, T, F]``: the mean over consecutive crops of
+        ``eval_crop_frames`` frames when set and the clip is longer, else ``forward(x)``."""
         c = self.hparams.eval_crop_frames
         if c is None or x.shape[1] <= c:
             return self(x)
@@ -103,37 +159,37 @@ class AudioClassifier(L.LightningModule):
         self.log("train/loss", loss, prog_bar=True, batch_size=batch["x"].shape[0])
         return loss
 
-    def _eval_step(self, batch: dict, stage: str) -> dict:
-        logits = self._eval_logits(batch["x"])
-        loss = getattr(self, f"{stage}_loss")
+    def _eval_step(self, batch: dict, stage: str) -> EvalOutput:
+        logits = self.eval_logits(batch["x"])
+        loss = self.losses[stage]
         loss.update(self.loss(logits, batch["y"]), weight=batch["x"].shape[0])
         self.log(f"{stage}/loss", loss, on_step=False, on_epoch=True)
         scores, target = self._scores(logits), self._target(batch["y"])
-        getattr(self, f"{stage}_metrics").update(scores, target)
+        self.metrics[stage].update(scores, target)
         if stage == "test" and self.multilabel:
             self.test_ap.update(scores, target)
-        return {"logits": logits, "target": target}  # for callbacks (confusion matrices)
+        return EvalOutput(logits=logits, target=target)  # for callbacks (confusion matrices)
 
-    def validation_step(self, batch: dict, batch_idx: int) -> dict:
+    def validation_step(self, batch: dict, batch_idx: int) -> EvalOutput:
         return self._eval_step(batch, "val")
 
     def on_validation_epoch_end(self) -> None:
-        self.log_dict(self.val_metrics.compute(), prog_bar=True)
-        self.val_metrics.reset()
+        self.log_dict(self.metrics["val"].compute(), prog_bar=True)
+        self.metrics["val"].reset()
 
-    def test_step(self, batch: dict, batch_idx: int) -> dict:
+    def test_step(self, batch: dict, batch_idx: int) -> EvalOutput:
         return self._eval_step(batch, "test")
 
     def on_test_epoch_end(self) -> None:
-        self.log_dict(self.test_metrics.compute())
-        self.test_metrics.reset()
+        self.log_dict(self.metrics["test"].compute())
+        self.metrics["test"].reset()
         if self.multilabel:
             ap = self.test_ap.compute()  # [C]; NaN for classes without positives
             self.log_dict({f"test/AP/{n}": v for n, v in zip(self.class_names, ap) if not torch.isnan(v)})
             self.test_ap.reset()
 
     def predict_step(self, batch: dict, batch_idx: int) -> list[dict]:
-        scores = self._scores(self._eval_logits(batch["x"]))
+        scores = self._scores(self.eval_logits(batch["x"]))
         k = min(self.hparams.top_k, self.num_classes)
         top = scores.topk(k, dim=1)
         return [
@@ -151,26 +207,4 @@ class AudioClassifier(L.LightningModule):
 
     # --- optimisation ----------------------------------------------------------------------------------
     def configure_optimizers(self):
-        opt = self.optimizer_fn(self.parameters())
-        hp = self.hparams
-        warm = max(0, hp.warmup_steps)
-        if hp.schedule == "multistep":  # per-epoch decay: the step's epoch is read from the trainer
-            milestones = sorted(hp.milestones or [])
-            trainer = self.trainer
-
-            def factor(step: int) -> float:
-                w = min(1.0, (step + 1) / warm) if warm else 1.0
-                return w * hp.gamma ** sum(trainer.current_epoch >= m for m in milestones)
-        else:
-            total = max(1, int(self.trainer.estimated_stepping_batches))
-
-            def factor(step: int) -> float:
-                if warm and step < warm:
-                    return (step + 1) / warm
-                if hp.schedule == "constant":
-                    return 1.0
-                progress = min(1.0, (step - warm) / max(1, total - warm))
-                return 0.5 * (1.0 + math.cos(math.pi * progress))
-
-        sched = torch.optim.lr_scheduler.LambdaLR(opt, factor)
-        return {"optimizer": opt, "lr_scheduler": {"scheduler": sched, "interval": "step"}}
+        return configure_schedule(self.optimizer_fn(self.parameters()), self.scheduler_fn, self.trainer)
