@@ -1,4 +1,5 @@
-"""Confusion-matrix images during validation and test (seed 000's genre comparison).
+"""Confusion-matrix images during validation and test (the genre comparison of Dhongade and Rovira, *Graph
+Neural Networks for Music Genre Classification*).
 
 ``ConfusionMatrixPlot`` accumulates a torchmetrics ``MulticlassConfusionMatrix`` over the validation (and
 test) batches -- synchronised over DDP ranks by torchmetrics -- and at the end of each epoch draws it with
@@ -6,9 +7,9 @@ matplotlib; with a ``WandbLogger`` the image goes to ``<stage>/confusion_matrix`
 ``WandbLogger.log_image``, with ``dirpath`` it is also saved as ``confusion_<stage>[_epochNN].png``.
 
 Predictions come from the step's outputs when the LightningModule returns a dict with ``target`` and
-``preds`` or ``logits`` (LinkPrediction does); otherwise the callback scores the batch itself
-(``batch["x"]`` / ``batch["y"]``, one-hot or class indices, through the module's clip-level
-``_eval_logits`` when it has one -- AudioClassifier), which costs a second forward pass of the batch.
+``preds`` or ``logits`` (AudioClassifier's ``EvalOutput``, LinkPrediction); otherwise the callback scores
+the batch itself (``batch["x"]`` / ``batch["y"]``, one-hot or class indices, through the module's public
+clip-level ``eval_logits`` when it has one), which costs a second forward pass of the batch.
 """
 
 from __future__ import annotations
@@ -107,7 +108,7 @@ class ConfusionMatrixPlot(Callback):
             return preds.detach(), outputs["target"].detach()
         if isinstance(batch, Mapping) and "x" in batch and "y" in batch:
             with torch.no_grad():
-                fn = getattr(pl_module, "_eval_logits", pl_module)
+                fn = getattr(pl_module, "eval_logits", pl_module)
                 logits = fn(batch["x"])
             y = batch["y"]
             target = y.argmax(-1) if y.dim() == 2 else y

@@ -1,4 +1,5 @@
-"""Checkpoint weight averaging (AST / PSLA, used by LHGNN: seed 001 §III-A) on Lightning's `WeightAveraging`.
+"""Checkpoint weight averaging (AST / PSLA, used by LHGNN: Singh et al., *LHGNN: Local-Higher Order Graph
+Neural Networks for Audio Classification and Tagging*, §III-A) on Lightning's `WeightAveraging`.
 
 LHGNN reports AudioSet mAP from "a weighted average of different model checkpoints as mentioned in [20]"
 (PSLA). PSLA and AST average the end-of-epoch weights of epochs `wa_start..wa_end` (1-based, inclusive)
