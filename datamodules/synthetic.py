@@ -11,9 +11,15 @@ Two variants, both reproducible bit for bit from ``(variant, seed, index)``:
 
 Chance levels: 1/num_classes accuracy for ``genre``; for ``events`` a random scorer gets mAP ≈ label
 frequency (about 0.2). A model that hears the planted structure gets far above both.
+
+:class:`SyntheticConfig` describes a whole synthetic set (what the DataModules' ``synthetic:`` block holds);
+``datamodules.readers.synthetic.ensure_synthetic`` writes it as shards.
 """
 
 from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Literal
 
 import numpy as np
 
@@ -218,3 +224,42 @@ def synth_clip(variant: str, index: int, seconds: float, seed: int = 0, difficul
     if variant == "events":
         return events_clip(index, seconds, seed)
     raise ValueError(f"unknown synthetic variant '{variant}': expected one of {sorted(VARIANTS)}")
+
+
+@dataclass
+class SyntheticConfig:
+    """A synthetic shard set: which clips, and how ``prepare`` writes them.
+
+    Args:
+        variant: ``"genre"`` (8 classes, multi-class) or ``"events"`` (10 events, multi-label); default genre.
+        train / val / test: clips per split (defaults 800 / 200 / 200; 0 leaves a split out).
+        seed: generator seed (default 0).
+        difficulty: genre only, the probability that each clip attribute comes from another class
+            (default 0.0: cleanly separable classes; see :func:`genre_clip`).
+        target_frames: log-mel frames per clip (default 256).
+        workers: feature processes while writing (default 2).
+        shard_size: clips per shard (default 64).
+    """
+
+    variant: Literal["genre", "events"] = "genre"
+    train: int = 800
+    val: int = 200
+    test: int = 200
+    seed: int = 0
+    difficulty: float = 0.0
+    target_frames: int = 256
+    workers: int = 2
+    shard_size: int = 64
+
+    def __post_init__(self):
+        if self.variant not in VARIANTS:
+            raise ValueError(f"unknown synthetic variant '{self.variant}': expected one of {sorted(VARIANTS)}")
+        if min(self.train, self.val, self.test) < 0:
+            raise ValueError(f"synthetic split sizes must be >= 0, got {self.train}/{self.val}/{self.test}")
+
+    @classmethod
+    def coerce(cls, value: SyntheticConfig | dict | None) -> SyntheticConfig | None:
+        """``value`` as a config: a dict (a ``synthetic:`` block given in Python) becomes one; None stays."""
+        if value is None or isinstance(value, cls):
+            return value
+        return cls(**dict(value))

@@ -7,35 +7,13 @@ from types import SimpleNamespace
 import numpy as np
 import pytest
 import torch
-import webdataset as wds
 from torch.utils.data import DataLoader
 
-from datamodules.audio_shards import AudioShardDataModule, ShardError, ShardStream
+from audiognn.data.shards import DatasetInfoError, ShardError, iter_tar, load_dataset_info, read_split_clips
+from datamodules.audio_shards import AudioShardDataModule
+from datamodules.shard_stream import ShardStream
 
-T, F, C = 8, 16, 3
-
-
-def make_shards(root, counts, split="train", extra_splits=None):
-    """Shards with tiny fake mels: clip i has every value = i (so keys and values can be checked)."""
-    root.mkdir(parents=True, exist_ok=True)
-    splits, i = {}, 0
-    for name, cnts in {split: counts, **(extra_splits or {})}.items():
-        shards = []
-        for s, n in enumerate(cnts):
-            fname = f"{name}-{s:06d}.tar"
-            with open(root / fname, "wb") as fh, wds.TarWriter(fh, encoder=False) as w:
-                for _ in range(n):
-                    buf = io.BytesIO()
-                    np.save(buf, np.full((T, F), i, np.float16))
-                    meta = {"labels": [i % C], "split": name, "valid_frames": T}
-                    w.write({"__key__": f"clip{i:05d}", "mel.npy": buf.getvalue(), "json": json.dumps(meta).encode()})
-                    i += 1
-            shards.append(fname)
-        splits[name] = {"shards": shards, "counts": list(cnts), "clips": sum(cnts)}
-    info = {"classes": [f"c{k}" for k in range(C)], "multilabel": False, "splits": splits,
-            "features": {"target_frames": T, "num_mel_bins": F}, "norm": {"mean": 1.0, "std": 2.0}}
-    (root / "dataset.json").write_text(json.dumps(info))
-    return info
+T, F, C = 8, 16, 3  # the conftest shard factory's defaults: frames, mel bins, classes
 
 
 def stream_batches(root, info, split, mode, rank, world, workers, batch_size=3, epoch=0):
@@ -47,7 +25,7 @@ def stream_batches(root, info, split, mode, rank, world, workers, batch_size=3, 
 
 
 @pytest.mark.parametrize("counts,workers", [([5, 3, 7, 1, 4], 2), ([9], 2), ([2, 11], 0)])
-def test_exact_mode_two_ranks_disjoint_complete_equal_batches(tmp_path, counts, workers):
+def test_exact_mode_two_ranks_disjoint_complete_equal_batches(tmp_path, make_shards, counts, workers):
     info = make_shards(tmp_path, counts)
     total = sum(counts)
     for epoch in (0, 1):
@@ -66,7 +44,7 @@ def test_exact_mode_two_ranks_disjoint_complete_equal_batches(tmp_path, counts, 
     assert first != set(seen[0])  # a new epoch deals the clips anew
 
 
-def test_resampled_mode_equal_batches_per_rank(tmp_path):
+def test_resampled_mode_equal_batches_per_rank(tmp_path, make_shards):
     info = make_shards(tmp_path, [5, 3, 7])
     counts = [stream_batches(tmp_path, info, "train", "resampled", r, 2, 2)[0] for r in (0, 1)]
     assert len(counts[0]) == len(counts[1]) == 2 * 2  # ceil(ceil(15 / (3·2)) / 2) = 2 per worker
@@ -74,7 +52,7 @@ def test_resampled_mode_equal_batches_per_rank(tmp_path):
 
 
 @pytest.mark.parametrize("counts", [[4, 4, 3], [10]])
-def test_eval_mode_every_clip_exactly_once_over_ranks(tmp_path, counts):
+def test_eval_mode_every_clip_exactly_once_over_ranks(tmp_path, make_shards, counts):
     info = make_shards(tmp_path, counts)
     seen = []
     for rank in (0, 1):
@@ -84,7 +62,7 @@ def test_eval_mode_every_clip_exactly_once_over_ranks(tmp_path, counts):
     assert sorted(seen) == [f"clip{i:05d}" for i in range(sum(counts))]
 
 
-def test_truncated_shard_error_names_it_or_is_skipped_and_counted(tmp_path):
+def test_truncated_shard_error_names_it_or_is_skipped_and_counted(tmp_path, make_shards):
     info = make_shards(tmp_path, [4, 4, 4])
     bad = tmp_path / "train-000001.tar"
     bad.write_bytes(bad.read_bytes()[:3000])
@@ -99,20 +77,20 @@ def test_truncated_shard_error_names_it_or_is_skipped_and_counted(tmp_path):
     assert set(keys) >= {f"clip{i:05d}" for i in list(range(4)) + list(range(8, 12))}
 
 
-def _dm(tmp_path, **kw):
+def _dm(tmp_path, make_shards, **kw):
     make_shards(tmp_path, [4])
     dm = AudioShardDataModule(root=str(tmp_path), batch_size=4, num_workers=0, val_splits=["train"], **kw)
     dm.setup("fit")
     return dm
 
 
-def test_mixup_mixes_labels_by_the_same_lambda_as_features(tmp_path):
-    dm = _dm(tmp_path, mixup_alpha=0.5, mixup_prob=1.0)
+def test_mixup_mixes_labels_by_the_same_lambda_as_features(tmp_path, make_shards):
+    dm = _dm(tmp_path, make_shards, mixup_alpha=0.5, mixup_prob=1.0)
     b = 64
     x = torch.arange(b, dtype=torch.float32).view(b, 1, 1).expand(b, T, F).clone()  # example i is all i
     y = torch.nn.functional.one_hot(torch.arange(b) % C, C).float()
     xm, ym = dm.mixup(x, y)
-    lam, perm = dm.last_mixup
+    lam, perm = dm.mixup.last
     partner = perm
     for i in range(b):
         j = int(partner[i])
@@ -125,22 +103,23 @@ def test_mixup_mixes_labels_by_the_same_lambda_as_features(tmp_path):
     assert 0.05 < lam.std() and ((lam > 0) & (lam < 1)).all()  # per-example λ ~ Beta(0.5, 0.5)
 
 
-def test_mixup_probability_leaves_some_examples_unmixed(tmp_path):
-    dm = _dm(tmp_path, mixup_alpha=10.0, mixup_prob=0.5)  # the official code / AST parametrisation
+def test_mixup_probability_leaves_some_examples_unmixed(tmp_path, make_shards):
+    dm = _dm(tmp_path, make_shards, mixup_alpha=10.0, mixup_prob=0.5)  # the official code / AST parametrisation
     torch.manual_seed(3)
     x, y = torch.randn(400, T, F), torch.rand(400, C)
     dm.mixup(x, y)
-    lam = dm.last_mixup[0]
+    lam = dm.mixup.last[0]
     frac_unmixed = (lam == 1).float().mean().item()
     assert 0.4 < frac_unmixed < 0.6
     mixed = lam[lam < 1]
     assert abs(mixed.mean().item() - 0.5) < 0.05 and mixed.std().item() < 0.15  # Beta(10, 10)
 
 
-def test_specaugment_masks_within_widths_and_per_example(tmp_path):
-    dm = _dm(tmp_path, freq_mask=6, time_mask=3)
+def test_specaugment_masks_within_widths_and_per_example(tmp_path, make_shards):
+    dm = _dm(tmp_path, make_shards, freq_mask=6, time_mask=3)
     x = torch.ones(32, T, F)
-    out = dm.spec_augment(x)
+    out, same_y = dm.spec_augment(x, None)
+    assert same_y is None  # targets pass unchanged
     patterns = set()
     for e in out:
         zero_f = torch.nonzero((e == 0).all(0)).flatten().tolist()  # fully masked mel bins
@@ -154,8 +133,8 @@ def test_specaugment_masks_within_widths_and_per_example(tmp_path):
     assert len(patterns) > 4  # masks drawn per example
 
 
-def test_augmentation_only_while_training_and_normalisation_always(tmp_path):
-    dm = _dm(tmp_path, mixup_alpha=0.5, mixup_prob=1.0, freq_mask=6, time_mask=3)
+def test_augmentation_only_while_training_and_normalisation_always(tmp_path, make_shards):
+    dm = _dm(tmp_path, make_shards, mixup_alpha=0.5, mixup_prob=1.0, freq_mask=6, time_mask=3)
     batch = next(iter(dm.val_dataloader()))
     dm.trainer = SimpleNamespace(training=False)
     out = dm.on_after_batch_transfer(batch, 0)
@@ -170,8 +149,6 @@ def test_augmentation_only_while_training_and_normalisation_always(tmp_path):
 @pytest.mark.parametrize("fmt", ["USTAR_FORMAT", "GNU_FORMAT", "PAX_FORMAT"])
 def test_tar_reader_equals_tarfile(tmp_path, fmt):
     import tarfile
-
-    from datamodules.audio_shards import iter_tar
 
     rng = np.random.default_rng(0)
     path = tmp_path / "x.tar"
@@ -189,7 +166,7 @@ def test_tar_reader_equals_tarfile(tmp_path, fmt):
         list(iter_tar(io.BytesIO(raw[:2000])))
 
 
-def test_reads_any_webdataset_url(tmp_path):
+def test_reads_any_webdataset_url(tmp_path, make_shards):
     """A ``pipe:`` URL prefix (as for ``pipe:curl -s https://...``) reads the same clips as the local path."""
     make_shards(tmp_path, [3, 2], extra_splits={"val": [4]})
     local = AudioShardDataModule(root=str(tmp_path), batch_size=2, num_workers=0)
@@ -202,8 +179,8 @@ def test_reads_any_webdataset_url(tmp_path):
     assert keys[0] == keys[1] and len(keys[0]) == 4
 
 
-def test_eval_ranks_read_only_their_own_shards(tmp_path, monkeypatch):
-    import datamodules.audio_shards as mod
+def test_eval_ranks_read_only_their_own_shards(tmp_path, make_shards, monkeypatch):
+    import datamodules.shard_stream as mod
 
     info = make_shards(tmp_path, [4, 4, 3, 2])
     opened = []
@@ -214,3 +191,35 @@ def test_eval_ranks_read_only_their_own_shards(tmp_path, monkeypatch):
         stream_batches(tmp_path, info, "train", "eval", rank, 2, 0)
         assert sorted(u.rsplit("-", 1)[1] for u in opened) == (["000000.tar", "000002.tar"] if rank == 0
                                                                 else ["000001.tar", "000003.tar"])
+
+
+def test_dataset_json_errors_name_the_file_and_the_key(tmp_path, make_shards):
+    info = make_shards(tmp_path, [2])
+    assert load_dataset_info(tmp_path)["classes"] == info["classes"]
+    for broken, key in [({k: v for k, v in info.items() if k != "norm"}, "'norm'"),
+                        ({**info, "classes": "c0"}, "'classes'"),
+                        ({**info, "splits": {"train": {"shards": ["train-000000.tar"], "counts": [1, 1]}}},
+                         "'splits.train.counts'")]:
+        (tmp_path / "dataset.json").write_text(json.dumps(broken))
+        with pytest.raises(DatasetInfoError, match=f"dataset.json: key {key}") as err:
+            load_dataset_info(tmp_path)
+        assert "\n" not in str(err.value)
+    (tmp_path / "dataset.json").write_text("{")
+    with pytest.raises(DatasetInfoError, match="dataset.json is not valid JSON"):
+        load_dataset_info(tmp_path)
+    with pytest.raises(FileNotFoundError, match="dataset.json"):
+        load_dataset_info(tmp_path / "none")
+
+
+def test_read_split_clips_local_and_url(tmp_path, make_shards):
+    make_shards(tmp_path, [3, 2], extra_splits={"val": [1]})
+    clips = read_split_clips(tmp_path, "train")
+    assert [c["key"] for c in clips] == [f"clip{i:05d}" for i in range(5)]
+    assert all(c["mel"].dtype == np.float32 and c["mel"].shape == (T, F) for c in clips)
+    assert [c["labels"] for c in clips] == [[i % C] for i in range(5)] and clips[4]["mel"][0, 0] == 4
+    assert clips[0]["valid"] == T and clips[0]["artist"] is None
+    assert [c["key"] for c in read_split_clips(f"pipe:cat {tmp_path}", "val")] == ["clip00005"]
+    assert read_split_clips(tmp_path, "test") == []
+    (tmp_path / "train-000001.tar").unlink()
+    with pytest.raises(FileNotFoundError, match="train-000001.tar"):
+        read_split_clips(tmp_path, "train")

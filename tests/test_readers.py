@@ -1,4 +1,4 @@
-"""Dataset readers (datamodules/readers.py) on tiny fake layouts: classes, labels, splits, folds, keys,
+"""Dataset readers (datamodules/readers/) on tiny fake layouts: classes, labels, splits, folds, keys,
 failures with reasons, split files, seeded splits. Readers do not decode audio, so most audio files
 are empty placeholders (one test writes real WAVs to show the path is what soundfile reads)."""
 
@@ -435,7 +435,7 @@ def test_csv_manifest_bad_header(tmp_path):
 
 
 def test_registry():
-    assert set(READERS) == {"folder", "esc50", "fsd50k", "audioset", "csv"}
+    assert set(READERS) == {"folder", "esc50", "fsd50k", "audioset", "csv", "synthetic"}
     for name, cls in READERS.items():
         assert cls.name == name
 

@@ -1,0 +1,187 @@
+"""The ``folder`` reader: a folder per class (GTZAN's ``genres/<genre>/<genre>.000NN.wav``); multi-class."""
+
+from __future__ import annotations
+
+import argparse
+import os
+from collections import defaultdict
+from pathlib import Path
+
+from datamodules.readers.base import (
+    SPLIT_FRACTION_ARGS,
+    BaseReader,
+    Clip,
+    Failures,
+    ReaderError,
+    ReadResult,
+    arg,
+    dedupe_keys,
+    read_name_list,
+    require_dir,
+    resolve_relative,
+    sanitize_key,
+    seeded_split_note,
+    stratified_split,
+)
+
+#: Extensions collected by default (``.au`` is the original GTZAN format).
+FOLDER_EXTENSIONS = (".wav", ".flac", ".ogg", ".au")
+
+
+def _split_name_from_file(path: str) -> str:
+    stem = Path(path).stem.lower()
+    if "train" in stem:
+        return "train"
+    if "val" in stem or "dev" in stem:
+        return "val"
+    if "test" in stem or "eval" in stem:
+        return "test"
+    return sanitize_key(Path(path).stem)
+
+
+def _parse_split_file_arg(value: str) -> tuple[str, str]:
+    """``FILE`` or ``FILE:SPLIT`` -> (file, split); the split defaults to train/val/test by file name."""
+    if ":" in value and not Path(value).exists():
+        path, split = value.rsplit(":", 1)
+        if split:
+            return path, split
+    return value, _split_name_from_file(value)
+
+
+def _strip_ext(name: str, exts: set[str]) -> str:
+    """Drop an audio extension (any of ``exts`` or the usual ones, so a list naming ``.au`` files
+    matches the ``.wav`` conversions of GTZAN)."""
+    p = Path(name)
+    known = exts | set(FOLDER_EXTENSIONS) | {".mp3", ".aiff", ".aif"}
+    return name[: -len(p.suffix)] if p.suffix.lower() in known else name
+
+
+def _class_files(root: Path, exts: set[str]) -> dict[str, list[Path]]:
+    """Class name -> its audio files (recursive, hidden files ignored), for class folders holding audio."""
+    files: dict[str, list[Path]] = {}
+    for d in sorted(p for p in root.iterdir() if p.is_dir() and not p.name.startswith(".")):
+        found = sorted(
+            Path(dp) / fn
+            for dp, _dns, fns in os.walk(d)
+            for fn in fns
+            if not fn.startswith(".") and Path(fn).suffix.lower() in exts
+        )
+        if found:
+            files[d.name] = found
+    if not files:
+        raise ReaderError(
+            f"{root}: no class folders with audio ({', '.join(sorted(exts))}) found; expected "
+            "ROOT/<class>/<clip>.wav, e.g. genres/blues/blues.00000.wav"
+        )
+    return files
+
+
+class _SplitFiles:
+    """Assigns clips to splits from text files of clip names (see :class:`FolderReader`)."""
+
+    def __init__(self, clips: list[Clip], sources: list[str], roots: tuple[Path, Path], exts: set[str]):
+        self.clips, self.sources, self.roots, self.exts = clips, sources, roots, exts
+        # lookup by relative path without extension, by "<class>/<stem>", and by stem
+        self.by_rel: dict[str, list[int]] = defaultdict(list)
+        self.by_stem: dict[str, list[int]] = defaultdict(list)
+        for i, rel in enumerate(sources):
+            self.by_rel[_strip_ext(rel, exts)].append(i)
+            self.by_stem[Path(rel).stem].append(i)
+        self.failures = Failures()
+
+    def _hits(self, entry: str) -> list[int]:
+        norm = _strip_ext(entry.replace("\\", "/").lstrip("./"), self.exts)
+        parts = norm.split("/")
+        return self.by_rel.get(norm) or self.by_rel.get("/".join(parts[-2:])) or self.by_stem.get(parts[-1], [])
+
+    def _assign(self, entry: str, split: str, where: str) -> None:
+        hits, root = self._hits(entry), self.roots[1]
+        if not hits:
+            self.failures.add(sanitize_key(entry), "missing_file",
+                              f"{where}: {entry!r} listed for split {split!r} but no such audio file under {root}",
+                              split=split)
+        elif len(hits) > 1:
+            self.failures.add(sanitize_key(entry), "ambiguous_name",
+                              f"{where}: {entry!r} is ambiguous (matches {[self.sources[i] for i in hits]}); "
+                              "give class/file", split=split)
+        elif (c := self.clips[hits[0]]).split:
+            self.failures.add(c.key, "duplicate", f"{where}: {entry!r} listed for split {split!r} but already "
+                              f"in split {c.split!r}; kept in {c.split!r}", c.path, split)
+        else:
+            c.split = split
+
+    def apply(self, split_files: list[str]) -> list[Clip]:
+        """Read every ``FILE[:SPLIT]``; return the clips that got a split (the others are failures)."""
+        for value in split_files:
+            path_str, split = _parse_split_file_arg(value)
+            sf = resolve_relative(path_str, *self.roots)  # relative names: working directory, then the root(s)
+            expected = "a text file of clip names, one per line (e.g. blues.00000.wav)"
+            for ln, entry in read_name_list(sf, expected, sep="\t"):  # also "path<TAB>label" lists
+                self._assign(entry, split, f"{sf}:{ln}")
+        for c in self.clips:
+            if not c.split:
+                self.failures.add(c.key, "not_in_split_files", "in no split file: skipped", c.path)
+        return [c for c in self.clips if c.split]
+
+
+class FolderReader(BaseReader):
+    """A folder per class (GTZAN genres/<genre>/*.wav); multi-class.
+
+    Layout: ``ROOT/<class>/<file>.{wav,flac,ogg,au}`` (GTZAN ``genres/<genre>/<genre>.000NN.wav``).
+
+    ``root`` may be the folder of class folders or its parent holding ``genres/``. Classes are the
+    sorted names of the class folders that contain audio (any depth below the class folder). Files
+    are listed recursively; hidden files are ignored.
+
+    Splits: ``--split-files`` lists plain-text files of clip names, one per line (``blues.00000.wav``,
+    ``blues.00000`` or ``blues/blues.00000.wav``; blank lines and ``#`` comments ignored); a file's
+    split is ``train``/``val``/``test`` when its name contains train / val|dev / test|eval (so the
+    fault-filtered ``train_filtered.txt valid_filtered.txt test_filtered.txt`` work as they are), or
+    given explicitly as ``FILE:SPLIT``. Names listed but not found, and names listed twice, are
+    failures; clips in no split file are skipped and listed as failures ("not in any split file").
+    Without split files: a seeded stratified split per class (``--val-fraction``, ``--test-fraction``,
+    ``--seed``) — for GTZAN this is the *leaky* protocol (the same artists and recordings recur
+    across splits, and accuracies are inflated; Sturm 2013, Kereliuk et al. 2015).
+    """
+
+    name = "folder"
+    arguments = (
+        arg("root", help="folder of class folders (e.g. GTZAN 'genres/') or its parent"),
+        arg("--split-files", nargs="+", default=None, metavar="FILE[:SPLIT]",
+            help="text files of clip names per split (e.g. train.txt val.txt test.txt); "
+            "default: seeded stratified split"),
+        arg("--extensions", nargs="+", default=list(FOLDER_EXTENSIONS),
+            help="audio file extensions to collect (default: %(default)s)"),
+        arg("--name", default="folder", help="dataset name recorded in the output"),
+        *SPLIT_FRACTION_ARGS,
+    )
+
+    @staticmethod
+    def read(args: argparse.Namespace) -> ReadResult:
+        """List the clips of every class folder, then split them by ``--split-files`` or a seeded split."""
+        given_root = require_dir(Path(args.root), "folder reader root (class folders, e.g. GTZAN genres/)")
+        exts = {e.lower() if e.startswith(".") else "." + e.lower() for e in args.extensions}
+        root = given_root / "genres" if (given_root / "genres").is_dir() else given_root  # GTZAN's parent
+        files = _class_files(root, exts)
+        classes = sorted(files)
+        clips, sources = [], []
+        for cls in classes:
+            for f in files[cls]:
+                rel = f.relative_to(root).as_posix()
+                clips.append(Clip(key=sanitize_key(f.stem), labels=[cls], split="", path=str(f.resolve()),
+                                  meta={"relpath": rel}))
+                sources.append(rel)
+        dedupe_keys(clips, sources)
+        if args.split_files:
+            splitter = _SplitFiles(clips, sources, (given_root, root), exts)
+            clips = splitter.apply(args.split_files)
+            return ReadResult(args.name, classes, False, clips, splitter.failures,
+                              "splits from files: " + ", ".join(args.split_files))
+        assign = stratified_split({c.key: c.labels[0] for c in clips}, args.val_fraction, args.test_fraction,
+                                  args.seed)
+        for c in clips:
+            c.split = assign[c.key]
+        note = seeded_split_note(args, "seeded stratified split per class") + (
+            "; for GTZAN this is the leaky protocol: artists and recordings repeat across splits, so scores "
+            "are optimistic (use --split-files for the fault-filtered split)")
+        return ReadResult(args.name, classes, False, clips, Failures(), note)

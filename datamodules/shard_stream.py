@@ -1,0 +1,193 @@
+"""One split's shards as an ``IterableDataset`` of ready batches, for every rank and DataLoader worker.
+
+Shards are read with the one-read tar iterator of :mod:`audiognn.data.shards` (local paths and any URL
+webdataset opens — ``pipe:``, ``http(s)://``, ``s3://`` through ``pipe:``); who reads what follows
+:class:`datamodules.planning.ShardPlan`. Batches are ``{"x": float16 [B, T, F], "y": float32 [B, C],
+"key": list[str]}``.
+"""
+
+from __future__ import annotations
+
+import itertools
+import multiprocessing as mp
+import random
+import warnings
+
+import numpy as np
+import torch
+import webdataset as wds
+from torch.utils.data import DataLoader, IterableDataset, get_worker_info
+
+from audiognn.data.shards import ShardError, decode_sample, iter_shard_samples
+from datamodules.planning import ShardPlan
+
+
+class SharedCounter:
+    """A counter shared with forked DataLoader workers; deep copies share it (modules holding it stay copyable)."""
+
+    def __init__(self):
+        self.value = mp.Value("i", 0)
+
+    def add(self, n: int = 1) -> None:
+        """Add ``n`` (atomically)."""
+        with self.value.get_lock():
+            self.value.value += n
+
+    def get(self) -> int:
+        """The current count."""
+        return int(self.value.value)
+
+    def __deepcopy__(self, memo):
+        return self
+
+
+def _read_shard(url: str, skip: bool, counter):
+    """Yield raw samples ({"__key__", "mel.npy", "json"}) of one tar; errors name the shard.
+
+    With ``skip`` a damaged shard is warned about, counted in ``counter`` and left (its samples read before
+    the damage are kept); else :class:`ShardError` is raised.
+    """
+    try:
+        yield from iter_shard_samples(url)
+    except Exception as exc:  # ValueError from the tar reader, OSError, ShardError, ...
+        msg = f"corrupt or truncated shard {url}: {exc}"
+        if not skip:
+            raise ShardError(msg) from exc
+        warnings.warn(msg + " (skipped: skip_corrupt_shards=True)", stacklevel=2)
+        if counter is not None:
+            counter.add()
+
+
+def _example(sample: dict, num_classes: int, crop: int | None, rng: random.Random | None) -> tuple:
+    """(key, mel [T', F], multi-hot y) of a raw sample, randomly cropped to ``crop`` valid frames."""
+    key, mel, meta = decode_sample(sample)
+    if crop is not None and mel.shape[0] > crop:
+        valid = int(meta.get("valid_frames", mel.shape[0]))
+        hi = max(0, min(valid, mel.shape[0]) - crop)
+        s = rng.randint(0, hi) if rng is not None else 0
+        mel = mel[s : s + crop]
+    y = np.zeros(num_classes, dtype=np.float32)
+    y[meta["labels"]] = 1.0
+    return key, mel, y
+
+
+class ShardStream(IterableDataset):
+    """One split's shards as a stream of ready batches (splitting rules: :mod:`datamodules.planning`).
+
+    Args:
+        urls: shard paths or URLs; counts: clips per shard.
+        num_classes: width of the multi-hot targets.
+        batch_size: clips per batch on each rank.
+        mode: ``"exact"``, ``"resampled"`` or ``"eval"``.
+        seed: seed of the plan, crops and shuffling (default 0).
+        crop_frames: random crops of this many frames outside eval mode (default None: whole clips).
+        shuffle_buffer: webdataset shuffle buffer outside eval mode (default 1000).
+        skip_corrupt: warn about and skip a damaged shard instead of raising (default False).
+        counter: :class:`SharedCounter` of skipped shards (default None).
+
+    ``rank``, ``world`` and ``num_workers`` are set by the loader before iterating; ``epoch`` lives in
+    shared memory so persistent workers see it.
+    """
+
+    def __init__(self, urls: list[str], counts: list[int], num_classes: int, batch_size: int, mode: str,
+                 seed: int = 0, crop_frames: int | None = None, shuffle_buffer: int = 1000,
+                 skip_corrupt: bool = False, counter=None):
+        self.plan = ShardPlan(list(counts), batch_size, mode, seed)  # checks the mode
+        if len(urls) != len(counts) or not urls:
+            raise ValueError("ShardStream needs one clip count per shard and at least one shard")
+        self.urls, self.counts = list(urls), list(counts)
+        self.num_classes, self.batch_size, self.mode = num_classes, batch_size, mode
+        self.seed, self.crop_frames, self.shuffle_buffer = seed, crop_frames, shuffle_buffer
+        self.skip_corrupt, self.counter = skip_corrupt, counter
+        self.rank = 0
+        self._epoch = mp.Value("i", 0)  # shared with (persistent) workers: set by the loader each epoch
+
+    @property
+    def epoch(self) -> int:
+        """The epoch whose plan is iterated."""
+        return int(self._epoch.value)
+
+    @epoch.setter
+    def epoch(self, value: int) -> None:
+        self._epoch.value = int(value)
+
+    @property
+    def world(self) -> int:
+        """Number of ranks."""
+        return self.plan.world
+
+    @world.setter
+    def world(self, value: int) -> None:
+        self.plan.world = int(value)
+
+    @property
+    def num_workers(self) -> int:
+        """DataLoader workers per rank (at least 1)."""
+        return self.plan.num_workers
+
+    @num_workers.setter
+    def num_workers(self, value: int) -> None:
+        self.plan.num_workers = int(value)
+
+    @property
+    def total(self) -> int:
+        """Clips in the split."""
+        return self.plan.total
+
+    def __len__(self) -> int:
+        if self.mode == "resampled":
+            return self.plan.resampled_batches() * self.num_workers
+        return sum(self.plan.epoch(self.epoch).batches[self.rank])
+
+    def _samples(self, shards, keep):
+        for s in shards:
+            for pos, raw in enumerate(_read_shard(self.urls[s], self.skip_corrupt, self.counter)):
+                if keep is None or keep[self.plan.offsets[s] + pos]:
+                    yield raw
+
+    def _resampled(self, rng: random.Random):
+        while True:
+            yield from self._samples([rng.randrange(len(self.urls))], None)
+
+    @staticmethod
+    def _collate(items: list[tuple]) -> dict:
+        keys, mels, ys = zip(*items)
+        return {"x": torch.from_numpy(np.stack(mels)), "y": torch.from_numpy(np.stack(ys)), "key": list(keys)}
+
+    def __iter__(self):
+        info = get_worker_info()
+        worker = info.id if info is not None else 0
+        if info is not None and info.num_workers != self.num_workers:
+            raise RuntimeError("ShardStream.num_workers must match the DataLoader's num_workers")
+        rng = random.Random(hash((self.seed, self.epoch, self.rank, worker)) & 0xFFFFFFFF)
+        train = self.mode != "eval"
+        if self.mode == "resampled":
+            source, sizes = self._resampled(rng), [self.batch_size] * self.plan.resampled_batches()
+        else:
+            plan = self.plan.epoch(self.epoch)
+            source = self._samples(plan.shards[self.rank][worker], plan.owner == self.rank)
+            sizes = self.plan.batch_sizes(plan, self.rank, worker)
+        items = (_example(s, self.num_classes, self.crop_frames if train else None, rng) for s in source)
+        if train:  # webdataset's buffer shuffle; starts yielding once a tenth of the buffer is filled
+            items = wds.shuffle(self.shuffle_buffer, max(1, self.shuffle_buffer // 10), rng=rng)(items)
+        for size in sizes:
+            batch = list(itertools.islice(items, size))
+            if not batch:  # only when a corrupt shard was skipped
+                return
+            yield self._collate(batch)
+
+
+class EpochLoader(DataLoader):
+    """A DataLoader that tells its :class:`ShardStream` the epoch (``epoch_fn()``) before each pass.
+
+    The epoch lives in shared memory, so persistent workers (started once per run, not per epoch) see it.
+    """
+
+    def __init__(self, *args, epoch_fn=None, **kw):
+        super().__init__(*args, **kw)
+        self._epoch_fn = epoch_fn
+
+    def __iter__(self):
+        if self._epoch_fn is not None:
+            self.dataset.epoch = self._epoch_fn()
+        return super().__iter__()

@@ -1,0 +1,206 @@
+"""Featurise a reader's clips and write them as a shard set (:mod:`audiognn.data.shards` format).
+
+:func:`prepare` is the engine behind ``python -m datamodules.prepare``: it decodes every clip (or renders
+a synthetic one), computes its log-mel, writes the shards of each split in key order, and writes
+``dataset.json`` (with the normalisation statistics: mean/std of the log-mel over the valid frames of the
+training split; when there is no split named ``train`` — ESC-50's folds — over every clip) and
+``failures.jsonl``. Output is idempotent: everything is assembled in a temporary directory and swapped in
+at the end, with a fixed tar mtime, so the same input gives byte-identical shards.
+"""
+
+from __future__ import annotations
+
+import json
+import multiprocessing as mp
+import os
+import shutil
+import tempfile
+from collections import defaultdict
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import numpy as np
+import torch
+from tqdm import tqdm
+
+from audiognn.data.shards import FORMAT_VERSION, ShardWriter
+from audiognn.features import AudioError, FeatureConfig, extract
+from datamodules.synthetic import SR, synth_clip
+
+
+@dataclass
+class Summary:
+    """What :func:`prepare` wrote: clips per split and the failure records (printed as one line)."""
+
+    out: Path
+    written: dict[str, int] = field(default_factory=dict)
+    failures: list[dict] = field(default_factory=list)
+
+    @property
+    def total(self) -> int:
+        """Clips written over all splits."""
+        return sum(self.written.values())
+
+    def __str__(self) -> str:
+        per = ", ".join(f"{s}: {n}" for s, n in sorted(self.written.items())) or "none"
+        reasons: dict[str, int] = defaultdict(int)
+        for f in self.failures:
+            reasons[f["reason"]] += 1
+        bad = ", ".join(f"{r}: {n}" for r, n in sorted(reasons.items()))
+        return (
+            f"wrote {self.total} clips to {self.out} ({per}); {len(self.failures)} failed"
+            + (f" ({bad}; see {self.out / 'failures.jsonl'})" if self.failures else "")
+        )
+
+
+# --- feature worker ---------------------------------------------------------------------------------------
+def _init_worker() -> None:
+    torch.set_num_threads(1)
+
+
+def _failed(clip: dict, reason: str, detail: str) -> dict:
+    return {"key": clip["key"], "path": clip.get("path"), "split": clip["split"], "reason": reason, "detail": detail}
+
+
+def _featurize(job: tuple[dict, dict]) -> dict:
+    """One clip -> {"key", "mel" (float16 [T, F]), "valid", "label_idx", "sum", "sumsq", "count"} or a failure."""
+    clip, cfgd = job
+    cfg = FeatureConfig.from_dict(cfgd)
+    try:
+        syn = clip["meta"].get("synthetic")
+        if syn is not None:
+            wave, labels = synth_clip(syn["variant"], syn["index"], cfg.clip_seconds, syn["seed"],
+                                      syn.get("difficulty", 0.0))
+            mel, valid = extract((wave, SR), cfg)
+            clip = {**clip, "label_idx": labels}
+        else:
+            mel, valid = extract(clip["path"], cfg)
+    except AudioError as exc:
+        return _failed(clip, exc.reason, exc.detail)
+    except Exception as exc:  # a reader bug or an exotic decoder failure must not lose the other clips
+        return _failed(clip, "error", repr(exc))
+    m = mel.numpy()
+    v = m[:valid].astype(np.float64)
+    return {"key": clip["key"], "mel": m.astype(np.float16), "valid": valid, "label_idx": clip["label_idx"],
+            "sum": float(v.sum()), "sumsq": float((v**2).sum()), "count": valid * m.shape[1]}
+
+
+# --- steps ------------------------------------------------------------------------------------------------
+def _group_clips(result) -> tuple[dict[str, list[dict]], list[dict]]:
+    """Jobs per split (labels as class indices) and the failures of the reader plus unknown / no labels."""
+    cls_index = {c: i for i, c in enumerate(result.classes)}
+    failures = list(result.failures)
+    by_split: dict[str, list[dict]] = defaultdict(list)
+    for c in result.clips:
+        unknown = [lab for lab in c.labels if lab not in cls_index]
+        if unknown:
+            failures.append({"key": c.key, "path": c.path, "split": c.split, "reason": "unknown_label",
+                             "detail": f"labels {unknown} are not in the {len(cls_index)} classes"})
+            continue
+        if not c.labels and "synthetic" not in c.meta:
+            failures.append({"key": c.key, "path": c.path, "split": c.split, "reason": "no_label", "detail": ""})
+            continue
+        # webdataset splits member names at the first dot (key.mel.npy): keys must not contain dots
+        by_split[c.split].append({"key": c.key.replace(".", "_"), "path": c.path, "split": c.split, "fold": c.fold,
+                                  "meta": c.meta, "label_idx": sorted(cls_index[lab] for lab in c.labels)})
+    keys = [c["key"] for cs in by_split.values() for c in cs]
+    if len(set(keys)) != len(keys):
+        dup = sorted({k for k in keys if keys.count(k) > 1})[:5]
+        raise ValueError(f"reader '{result.name}' produced duplicate clip keys, e.g. {dup}: keys must be unique")
+    return by_split, failures
+
+
+def _write_split(split: str, clips: list[dict], featurized, out: Path, shard_size: int, failures: list[dict],
+                 stats: np.ndarray | None) -> dict | None:
+    """Write one split's featurised clips (in key order) into shards; add to ``stats`` when given."""
+    meta_of = {c["key"]: c for c in clips}
+    writer = ShardWriter(out, split, shard_size, max_key_len=max(len(k) for k in meta_of))
+    for r in featurized:
+        if "reason" in r:
+            failures.append(r)
+            continue
+        c = meta_of[r["key"]]
+        writer.write(r["key"], r["mel"], {"labels": r["label_idx"], "split": split, "fold": c["fold"],
+                                          "path": c["path"], "valid_frames": r["valid"], "meta": c["meta"]})
+        if stats is not None:
+            stats += (r["sum"], r["sumsq"], r["count"])
+    return writer.close()
+
+
+def _norm(stats: np.ndarray) -> tuple[float, float]:
+    """(mean, std) from (sum, sum of squares, count)."""
+    if stats[2] <= 0:
+        return 0.0, 1.0
+    mean = stats[0] / stats[2]
+    return float(mean), float(np.sqrt(max(stats[1] / stats[2] - mean**2, 1e-12)))
+
+
+def _swap_in(tmp: Path, out: Path) -> None:
+    """Replace the previous run's output in ``out`` by the files of ``tmp`` (idempotent re-runs)."""
+    for old in list(out.glob("*.tar")) + [out / "dataset.json", out / "failures.jsonl"]:
+        if old.exists():
+            old.unlink()
+    for new in tmp.iterdir():
+        os.replace(new, out / new.name)
+    shutil.rmtree(tmp, ignore_errors=True)
+
+
+def prepare(result, out: str | Path, cfg: FeatureConfig = FeatureConfig(), workers: int | None = None,
+            shard_size: int = 256, progress: bool = True, source: dict | None = None) -> Summary:
+    """Featurise every clip of a reader's ``result`` and write shards + dataset.json + failures.jsonl to ``out``.
+
+    Args:
+        result: a ``datamodules.readers.ReadResult``.
+        out: output directory (created; a previous run's shards there are replaced).
+        cfg: feature parameters (default ``FeatureConfig()``).
+        workers: feature processes (default ``min(4, cores)``; 1 works in-process).
+        shard_size: clips per shard (default 256).
+        progress: show a progress bar (default True).
+        source: reader arguments recorded in ``dataset.json`` (default ``{}``).
+    """
+    if shard_size < 1:
+        raise ValueError(f"--shard-size must be >= 1, got {shard_size}")
+    out = Path(out)
+    out.mkdir(parents=True, exist_ok=True)
+    by_split, failures = _group_clips(result)
+    norm_splits = ["train"] if "train" in by_split else sorted(by_split)
+    stats = np.zeros(3)  # sum, sum of squares, count (float64)
+    tmp = Path(tempfile.mkdtemp(prefix=".partial-", dir=out))
+    splits_meta: dict[str, dict] = {}
+    workers = workers or min(4, os.cpu_count() or 1)
+    bar = tqdm(total=sum(len(v) for v in by_split.values()), desc=f"prepare {result.name}", unit="clip",
+               disable=not progress)
+    pool = mp.get_context("spawn").Pool(workers, initializer=_init_worker) if workers > 1 else None
+    try:
+        for split in sorted(by_split):
+            clips = sorted(by_split[split], key=lambda c: c["key"])
+            jobs = [(c, cfg.to_dict()) for c in clips]
+            it = pool.imap(_featurize, jobs, chunksize=4) if pool else map(_featurize, jobs)
+            featurized = (bar.update(1) or r for r in it)
+            meta = _write_split(split, clips, featurized, tmp, shard_size, failures,
+                                stats if split in norm_splits else None)
+            if meta is not None:
+                splits_meta[split] = meta
+    finally:
+        bar.close()
+        if pool is not None:
+            pool.close()
+            pool.join()
+
+    mean, std = _norm(stats)
+    info = {
+        "format": FORMAT_VERSION,
+        "name": result.name,
+        "classes": list(result.classes),
+        "multilabel": bool(result.multilabel),
+        "features": cfg.to_dict(),
+        "norm": {"mean": mean, "std": std, "over": [s for s in norm_splits if s in splits_meta]},
+        "splits": splits_meta,
+        "failures": len(failures),
+        "split_note": getattr(result, "split_note", ""),
+        "source": source or {},
+    }
+    (tmp / "dataset.json").write_text(json.dumps(info, indent=1))
+    (tmp / "failures.jsonl").write_text("".join(json.dumps(r) + "\n" for r in failures))
+    _swap_in(tmp, out)
+    return Summary(out=out, written={s: m["clips"] for s, m in splits_meta.items()}, failures=failures)
