@@ -12,19 +12,32 @@ loading so that every failure says which file, what was wrong and what to do:
 - `find_resume_checkpoint(*dirs)` / `python -m audiognn.checkpoint resume-path RUN_DIR CKPT_DIR`: the
   newest loadable checkpoint of a run (SLURM `hpc_ckpt_*.ckpt` or ModelCheckpoint's `last*.ckpt`),
   skipping damaged ones; the sbatch scripts use it to resume after a requeue.
+- `callable_spec(fn)` / `build_from_spec(spec, *args)`: a module's class and init arguments as plain data
+  (`{"class_path", "init_args"}`, what a task stores in its hyper-parameters so that `load_from_checkpoint`
+  rebuilds its network without a config) and back.
+- `load_backbone(checkpoint, backbone=None)`: the trained backbone of an audio classifier checkpoint as a plain
+  `nn.Module` (its class named by the checkpoint's hyper-parameters or the run's `config.yaml`), e.g. to
+  describe tracks by its embeddings.
 """
 
 from __future__ import annotations
 
 import argparse
+import functools
+import importlib
+import inspect
 import pickle
 import sys
 import zipfile
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from pathlib import Path
 from typing import Any
 
 import torch
+import yaml
+from torch import nn
+
+from audiognn.models.base import AudioBackbone
 
 
 class CheckpointError(ValueError):
@@ -142,6 +155,85 @@ def find_resume_checkpoint(*dirs: str | Path) -> Path | None:
             continue
         return path
     return None
+
+
+_PLAIN = (bool, int, float, str, type(None), list, tuple, dict)
+
+
+def callable_spec(fn: Callable | Mapping) -> dict | None:
+    """``{"class_path", "init_args"}`` of a class, of a ``functools.partial`` of one (what jsonargparse gives for a
+    ``class_path`` config) or of such a dict, when its bound arguments are plain values; None otherwise (a
+    callable that cannot be saved as data)."""
+    if isinstance(fn, Mapping):
+        return {"class_path": fn["class_path"], "init_args": dict(fn.get("init_args") or {})}
+    target, kwargs = fn, {}
+    while isinstance(target, functools.partial):
+        kwargs = {**target.keywords, **kwargs}
+        target = next((a for a in target.args if inspect.isclass(a)), target.func)
+    if not inspect.isclass(target) or not all(isinstance(v, _PLAIN) for v in kwargs.values()):
+        return None
+    return {"class_path": f"{target.__module__}.{target.__qualname__}", "init_args": kwargs}
+
+
+def build_from_spec(fn: Callable | Mapping, *args: Any) -> Any:
+    """``fn(*args)``, where ``fn`` is a callable or a :func:`callable_spec` dict (its class is imported by path
+    and called with ``*args`` and its ``init_args``)."""
+    if isinstance(fn, Mapping):
+        module, _, name = fn["class_path"].rpartition(".")
+        return getattr(importlib.import_module(module), name)(*args, **(fn.get("init_args") or {}))
+    return fn(*args)
+
+
+def _backbone_spec(ckpt: Mapping, path: Path, backbone: Mapping | None) -> tuple[dict, int | None]:
+    """``({class_path, init_args}, num_classes)`` of the backbone of the checkpoint at ``path``: ``backbone`` when
+    given, else the checkpoint's hyper-parameters, else the run's ``config.yaml`` (train.py writes it beside the
+    logger's directory) next to the checkpoint or one level up (``runs/NAME/checkpoints/last.ckpt`` ->
+    ``runs/NAME/config.yaml``)."""
+    hp = dict(ckpt.get("hyper_parameters") or {})
+    spec, num_classes = backbone, hp.get("num_classes")
+    if spec is None and isinstance(hp.get("backbone"), Mapping):
+        spec = hp["backbone"]
+    for cfg in (path.parent / "config.yaml", path.parent.parent / "config.yaml"):
+        if (spec is not None and num_classes is not None) or not cfg.exists():
+            continue
+        with open(cfg) as f:
+            init = ((yaml.safe_load(f) or {}).get("model") or {}).get("init_args") or {}
+        spec = spec if spec is not None else init.get("backbone")
+        num_classes = num_classes if num_classes is not None else init.get("num_classes")
+    if not isinstance(spec, Mapping) or "class_path" not in spec:
+        raise ValueError(
+            f"checkpoint {str(path)!r}: cannot tell its backbone class; give `backbone: {{class_path: "
+            "audiognn.models.cnn.CNN, init_args: {...}}` (as in the training config)"
+        )
+    return {"class_path": spec["class_path"], "init_args": dict(spec.get("init_args") or {})}, num_classes
+
+
+def load_backbone(checkpoint: str | Path, backbone: Mapping | None = None, prefix: str = "backbone.") -> nn.Module:
+    """The trained backbone of an audio classifier checkpoint, built from its class and loaded, in eval mode.
+
+    A classifier takes its backbone as a callable of the class count, so the checkpoint's weights do not say
+    which class they belong to: ``backbone = {"class_path": ..., "init_args": {...}}`` names it (default: from
+    the checkpoint's hyper-parameters, else the run's ``config.yaml`` beside the checkpoint or one level up:
+    ``runs/NAME/checkpoints/last.ckpt`` -> ``runs/NAME/config.yaml``). The class is imported by its path, built
+    as ``cls(num_classes, **init_args)`` by :func:`build_from_spec` (``num_classes`` from the hyper-parameters or
+    the config) and given the checkpoint's ``prefix*`` weights (strict), read with :func:`load_checkpoint`.
+    Raises ``ValueError`` when the class cannot be told or is not an :class:`AudioBackbone` (it must have
+    ``embed``), :class:`CheckpointError` for a missing or damaged file.
+    """
+    path = Path(checkpoint)
+    ckpt = load_checkpoint(path)
+    spec, num_classes = _backbone_spec(ckpt, path, backbone)
+    if num_classes is None:
+        raise ValueError(f"checkpoint {str(path)!r}: no `num_classes` in its hyper-parameters or config.yaml")
+    model = build_from_spec(spec, int(num_classes))
+    if not isinstance(model, AudioBackbone):
+        raise ValueError(f"checkpoint {str(path)!r}: backbone {spec['class_path']} is not an AudioBackbone "
+                         "(it needs `embed`)")
+    state = {k[len(prefix):]: v for k, v in ckpt["state_dict"].items() if k.startswith(prefix)}
+    if not state:
+        raise ValueError(f"checkpoint {str(path)!r} holds no '{prefix}*' weights")
+    model.load_state_dict(state)
+    return model.eval()
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -1,11 +1,12 @@
-"""Filtered link-prediction evaluation and filtered negative sampling (seed 000 §2.2, §4.4, following
-Schlichtkrull et al., "Modeling Relational Data with Graph Convolutional Networks", §5 and Bordes et al.'s
-"filtered" setting).
+"""Filtered link-prediction evaluation and filtered negative sampling (Dhongade and Rovira, *Graph Neural
+Networks for Music Genre Classification*, §2.2 and §4.4, following Schlichtkrull et al., *Modeling Relational
+Data with Graph Convolutional Networks*, §5, and the "filtered" setting of Bordes et al., *Translating
+Embeddings for Modeling Multi-relational Data*).
 
-Hand-written because neither library has the filtered variant: PyG's ``negative_sampling`` works on
-homogeneous ``edge_index`` without relations, its R-GCN example ranks unfiltered corrupted triples
-(see notes/recsys-protocol.md), and PyG's ``LinkPred*`` / torchmetrics' retrieval metrics take top-k lists
-or per-query scores without a filter.
+Hand-written because neither library has a vectorised filtered variant: PyG's ``negative_sampling`` works on
+homogeneous ``edge_index`` without relations, its R-GCN link-prediction example filters with a Python loop per
+test triple, and PyG's ``LinkPred*`` / torchmetrics' retrieval metrics take top-k lists or per-query scores
+without a filter.
 
 A triple is ``(head, relation, tail)``, a row of a ``[E, 3]`` long tensor; node ids lie in
 ``[0, num_nodes)`` and relation ids in ``[0, num_relations)``. Triples are hashed to one int64 key,
@@ -45,7 +46,7 @@ def filtered_negative_sampling(
 ) -> tuple[torch.Tensor, torch.Tensor]:
     """Corrupt each positive triple ``num_negatives`` times, replacing its head or its tail (each with
     probability 1/2) by a random node, and resample every corruption that is a true triple
-    (``known_keys``) -- the "filtered" negatives of the seed's §2.2 "negative injection".
+    (``known_keys``) -- filtered negatives for the "negative injection" of Dhongade and Rovira §2.2.
 
     ``node_lo[v]`` / ``node_hi[v]`` (optional, ``[N]``): the replacement for node v is drawn uniformly from
     ``[node_lo[v], node_hi[v])`` (e.g. the id range of v's node type: typed corruption); default: all nodes.

@@ -1,5 +1,5 @@
-"""Seed 000's comparison: GenreGNN vs the CNN and RNN baselines vs R-GCN link prediction, on the same shards
-with the same number of epochs.
+"""The comparison of Dhongade and Rovira, *Graph Neural Networks for Music Genre Classification*: GenreGNN vs
+the CNN and RNN baselines vs R-GCN link prediction, on the same shards with the same number of epochs.
 
     python bench/genre_compare.py          # synthetic genre set, CI-sized (a few minutes on 2 cores)
     python bench/genre_compare.py --shards data/gtzan --epochs 60 --crop-frames 300 --threads 4
@@ -68,21 +68,20 @@ class EpochTimer:
 
 
 def make_synthetic(out: Path, train: int, val: int, test: int, frames: int, seed: int, difficulty: float = 0.0) -> Path:
-    from audiognn.features import FeatureConfig
-    from datamodules.prepare import prepare, synthetic_result
+    from datamodules.readers.synthetic import ensure_synthetic
+    from datamodules.synthetic import SyntheticConfig
 
     root = out / f"synthetic-genre-{train}-{val}-{test}-{frames}-{seed}-d{difficulty:g}"
-    if not (root / "dataset.json").exists():
-        print(
-            prepare(
-                synthetic_result("genre", train, val, test, seed, difficulty),
-                root,
-                FeatureConfig(target_frames=frames),
-                workers=1,
-                progress=False,
-            )
-        )
+    cfg = SyntheticConfig("genre", train, val, test, seed, difficulty, target_frames=frames, workers=1)
+    ensure_synthetic(root, cfg)
     return root
+
+
+def _callable(spec: dict | None, **overrides):
+    """``partial(class, **init_args, **overrides)`` of a ``{class_path, init_args}`` config block; None stays."""
+    if spec is None:
+        return None
+    return partial(_class(spec["class_path"]), **{**(spec.get("init_args") or {}), **overrides})
 
 
 def _trainer(epochs: int, callbacks: list):
@@ -103,12 +102,10 @@ def _trainer(epochs: int, callbacks: list):
 
 
 def run_classifier(name: str, root: Path, args) -> dict:
-    from audiognn.tasks.audio_classifier import AudioClassifier, PaperAdamW
+    from audiognn.tasks.audio_classifier import AudioClassifier
     from datamodules.audio_shards import AudioShardDataModule
 
     cfg = _load_yaml(name)["model"]["init_args"]
-    bb = cfg["backbone"]
-    backbone = partial(_class(bb["class_path"]), **bb.get("init_args", {}))
     dm = AudioShardDataModule(
         str(root),
         batch_size=args.batch_size,
@@ -119,15 +116,15 @@ def run_classifier(name: str, root: Path, args) -> dict:
         train_crop_frames=args.crop_frames,
         seed=args.seed,
     )
-    lr = cfg.get("optimizer", {}).get("init_args", {}).get("lr", 1e-3)
+    sched = cfg.get("scheduler")
+    warmup = min((sched or {}).get("init_args", {}).get("warmup_steps", 0), 10)  # short runs: short warm-up
     model = AudioClassifier(
-        backbone,
+        _callable(cfg["backbone"]),
         dm.num_classes,
         dm.multilabel,
         data_info=dm.data_info,
-        optimizer=partial(PaperAdamW, lr=lr),
-        warmup_steps=min(cfg.get("warmup_steps", 0), 10),
-        schedule=cfg.get("schedule", "cosine"),
+        optimizer=_callable(cfg["optimizer"]),
+        scheduler=_callable(sched, warmup_steps=warmup),
         eval_crop_frames=args.crop_frames,
     )
     return _fit_and_test(model, model.backbone, dm, args)[0]
@@ -140,8 +137,17 @@ def run_linkpred(root: Path, args) -> dict:
     conf = _load_yaml("linkpred")
     dcfg = {k: v for k, v in conf["data"]["init_args"].items() if k not in ("root", "synthetic")}
     dm = GenreGraphDataModule(str(root), **dcfg)
+    mcfg = dict(conf["model"]["init_args"])
     model = LinkPrediction(
-        num_classes=dm.num_classes, data_info={"classes": dm.class_names}, **conf["model"]["init_args"]
+        dm.num_node_features,
+        dm.num_free_nodes,
+        dm.num_classes,
+        model=_callable(mcfg.pop("model")),
+        optimizer=_callable(mcfg.pop("optimizer")),
+        scheduler=_callable(mcfg.pop("scheduler", None)),
+        num_relations=dm.num_relations,
+        data_info={"classes": dm.class_names},
+        **mcfg,
     )
     out, res = _fit_and_test(model, model, dm, args)
     out["extra"] = {k: res[f"test/{k}"] for k in ("mrr", "hits@1", "hits@3", "hits@10")}

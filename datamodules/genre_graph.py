@@ -1,161 +1,60 @@
-"""The music knowledge graph for genre link prediction (seed 000 §2.2, §4.4), built from a shard set.
-
-Node types (PyG ``HeteroData``): ``track`` (one per clip of the shard set; features below), ``genre`` (one
-per class of dataset.json), ``artist`` (one per distinct artist in the clips' metadata, when any clip has
-one: ``json["artist"]`` or ``json["meta"]["artist"]``).
-
-Relations (triples (head, relation, tail)):
-- 0 ``has_genre``  track -> genre, from the clip's labels;
-- 1 ``similar_to`` track -> track, the ``k`` nearest tracks by feature similarity (dense k-NN, edge j -> i
-  for each neighbour j of i, :func:`audiognn.models.genre_gnn.segment_knn_graph` on one "clip" of tracks);
-- 2 ``by_artist``  track -> artist.
-
-Held-out tracks (the val and test splits) keep their features, ``similar_to`` and ``by_artist`` edges, but
-their ``has_genre`` edges are removed from the message-passing graph: they are the validation / test
-triples, and the genre of a held-out track is predicted by ranking the genre nodes.
-
-Track features (``features``):
-- ``"mfcc"``: mean and standard deviation over the clip's valid frames of its MFCCs (DCT-II of the
-  log-mel, ``torchaudio.functional.create_dct``, ``n_mfcc`` coefficients) -- seed 000 §4.2;
-- ``"checkpoint"``: the clip embedding ``backbone.embed(x)`` of a trained AudioClassifier checkpoint
-  (``checkpoint``), computed on the normalised log-mel.
-Either is standardised with the mean/std of the training tracks.
-
-The graph is small (one node per clip), so training is full-graph: each "batch" is the whole graph
-(``steps_per_epoch`` of them per epoch) and the LightningModule samples its target triples and negatives.
-"""
+"""The music knowledge graph for genre link prediction (Dhongade and Rovira, *Graph Neural Networks for Music
+Genre Classification*, §2.2 and §4.4), built from a shard set: see :class:`GenreGraphDataModule`."""
 
 from __future__ import annotations
 
-import json
 import warnings
 from pathlib import Path
 
 import lightning as L
-import numpy as np
 import torch
-import torchaudio.functional as AF
+from torch import nn
 from torch.utils.data import DataLoader, Dataset
 from torch_geometric.data import Data, HeteroData
 
+from audiognn.checkpoint import load_backbone
+from audiognn.data.linkpred import BY_ARTIST, HAS_GENRE, NUM_RELATIONS, RELATIONS, SIMILAR_TO
+from audiognn.data.shards import load_dataset_info, read_split_clips
+from audiognn.features import mfcc_from_logmel
+from audiognn.graph.segment_graph import segment_knn_graph
 from audiognn.linkpred_metrics import known_triple_keys
+from datamodules.readers.synthetic import ensure_synthetic
+from datamodules.synthetic import VARIANTS, SyntheticConfig
 
-RELATIONS = ("has_genre", "similar_to", "by_artist")
-HAS_GENRE, SIMILAR_TO, BY_ARTIST = 0, 1, 2
+__all__ = ["BY_ARTIST", "HAS_GENRE", "RELATIONS", "SIMILAR_TO", "GenreGraphDataModule", "checkpoint_embeddings",
+           "mfcc_statistics", "read_dataset_json", "read_shard_clips"]
 
-
-def read_shard_clips(root: str | Path, split: str) -> list[dict]:
-    """Every clip of ``split`` in the shard set at ``root``: dicts with ``key``, ``mel`` (float32 ``[T, F]``),
-    ``labels``, ``valid`` (valid frames) and ``artist`` (or None), in shard order."""
-    import webdataset as wds
-
-    root = Path(root)
-    info = read_dataset_json(root)
-    if split not in info["splits"]:
-        return []
-    urls = [str(root / s) for s in info["splits"][split]["shards"]]
-    missing = [u for u in urls if not Path(u).exists()]
-    if missing:
-        raise FileNotFoundError(
-            f"{root / 'dataset.json'} lists shard {missing[0]} of split '{split}', which does not exist"
-        )
-    ds = wds.WebDataset(
-        urls, shardshuffle=False, nodesplitter=None, workersplitter=None, empty_check=False
-    ).decode()
-    out = []
-    for s in ds:
-        meta = s["json"]
-        if "mel.npy" not in s or "labels" not in meta:
-            raise ValueError(f"sample '{s['__key__']}' in {s['__url__']} lacks mel.npy or json 'labels'")
-        mel = np.asarray(s["mel.npy"], dtype=np.float32)
-        artist = meta.get("artist") or (meta.get("meta") or {}).get("artist")
-        out.append(
-            {
-                "key": s["__key__"],
-                "mel": mel,
-                "labels": list(meta["labels"]),
-                "valid": int(meta.get("valid_frames") or mel.shape[0]),
-                "artist": artist,
-            }
-        )
-    return out
+read_shard_clips = read_split_clips  # the name this module had for it
 
 
 def read_dataset_json(root: str | Path) -> dict:
-    path = Path(root) / "dataset.json"
-    if not path.exists():
-        raise FileNotFoundError(
-            f"{path} not found: point `root` at a shard directory written by "
-            "`python -m datamodules.prepare ...`"
-        )
-    with open(path) as f:
-        info = json.load(f)
-    for key in ("classes", "splits", "norm"):
-        if key not in info:
-            raise ValueError(f"{path} lacks the key '{key}'")
-    return info
+    """``dataset.json`` of ``root`` with the keys the graph needs (``classes``, ``splits``, ``norm``), validated."""
+    return load_dataset_info(root, required=("classes", "splits", "norm"))
+
+
+def _normalised_mel(clip: dict, norm: dict) -> torch.Tensor:
+    """The clip's valid frames of log-mel, normalised with the set's mean/std: ``[T, F]``."""
+    return (torch.from_numpy(clip["mel"][: max(clip["valid"], 1)]) - norm["mean"]) / norm["std"]
 
 
 def mfcc_statistics(clips: list[dict], n_mfcc: int, norm: dict) -> torch.Tensor:
     """``[n_clips, 2 * n_mfcc]``: mean and std over valid frames of the MFCCs of each clip's log-mel."""
-    n_mels = clips[0]["mel"].shape[1]
-    dct = AF.create_dct(n_mfcc, n_mels, norm="ortho")  # [F, M]
     out = []
     for c in clips:
-        mel = (torch.from_numpy(c["mel"][: max(c["valid"], 1)]) - norm["mean"]) / norm["std"]  # [T, F]
-        m = mel @ dct  # [T, M]
+        m = mfcc_from_logmel(_normalised_mel(c, norm), n_mfcc)  # [T, M]
         out.append(torch.cat([m.mean(0), m.std(0, unbiased=False)]))
     return torch.stack(out)
 
 
-def load_backbone(checkpoint: str | Path, backbone: dict | None = None):
-    """The backbone of an AudioClassifier checkpoint, in eval mode.
-
-    The checkpoint stores the backbone's weights but not its class (AudioClassifier takes it as a callable),
-    so ``backbone`` = ``{"class_path": ..., "init_args": {...}}`` names it; when None, it is read from the
-    run's ``config.yaml`` (train.py writes it beside the logger's directory) next to the checkpoint or one
-    level up (``runs/NAME/checkpoints/last.ckpt`` -> ``runs/NAME/config.yaml``).
-    """
-    import importlib
-    from functools import partial
-
-    import yaml
-
-    from audiognn.tasks.audio_classifier import AudioClassifier
-
-    ckpt = Path(checkpoint)
-    if not ckpt.exists():
-        raise FileNotFoundError(f"checkpoint {ckpt} not found")
-    if backbone is None:
-        for cfg in (ckpt.parent / "config.yaml", ckpt.parent.parent / "config.yaml"):
-            if cfg.exists():
-                with open(cfg) as f:
-                    backbone = ((yaml.safe_load(f) or {}).get("model", {}).get("init_args", {}) or {}).get(
-                        "backbone"
-                    )
-                if backbone:
-                    break
-    if not backbone or "class_path" not in backbone:
-        raise ValueError(
-            f"checkpoint {ckpt}: cannot tell its backbone class; give `backbone: {{class_path: "
-            "audiognn.models.cnn.CNN, init_args: {...}}` (as in the training config)"
-        )
-    mod, _, name = backbone["class_path"].rpartition(".")
-    fn = partial(getattr(importlib.import_module(mod), name), **(backbone.get("init_args") or {}))
-    module = AudioClassifier.load_from_checkpoint(str(ckpt), map_location="cpu", backbone=fn)
-    if not hasattr(module.backbone, "embed"):
-        raise ValueError(f"checkpoint {ckpt}: backbone {backbone['class_path']} has no `embed` method")
-    return module.backbone.eval()
-
-
 @torch.no_grad()
-def checkpoint_embeddings(clips: list[dict], backbone, norm: dict) -> torch.Tensor:
+def checkpoint_embeddings(clips: list[dict], backbone: nn.Module, norm: dict) -> torch.Tensor:
     """``[n_clips, D]``: ``backbone.embed`` of each clip's normalised log-mel (valid frames only)."""
-    out = []
-    for c in clips:  # one clip at a time: clips may differ in length
-        x = (torch.from_numpy(c["mel"][: max(c["valid"], 1)]) - norm["mean"]) / norm["std"]  # [T, F]
-        out.append(backbone.embed(x[None])[0])
-    return torch.stack(out)
+    # one clip at a time: clips may differ in length
+    return torch.stack([backbone.embed(_normalised_mel(c, norm)[None])[0] for c in clips])
+
+
+def _edge_index(pairs: list[tuple[int, int]]) -> torch.Tensor:
+    return torch.tensor(pairs, dtype=torch.long).t().reshape(2, -1)
 
 
 class _Repeat(Dataset):
@@ -174,20 +73,60 @@ def _first(batch):
 
 
 class GenreGraphDataModule(L.LightningDataModule):
-    """Heterogeneous track / genre / artist graph of a shard set (module docstring).
+    r"""The heterogeneous track / genre / artist graph of a shard set, for the link predictor of Dhongade and
+    Rovira, *Graph Neural Networks for Music Genre Classification* (§2.2, §4.4).
+
+    Node types (PyG ``HeteroData``, :attr:`hetero`): ``track`` (one per clip of the train / val / test splits;
+    features below), ``genre`` (one per class of ``dataset.json``), ``artist`` (one per distinct artist in the
+    clips' metadata, ``json["artist"]`` or ``json["meta"]["artist"]``). Relations
+    (:mod:`audiognn.data.linkpred`), triples (head, relation, tail):
+
+    - ``has_genre`` track -> genre, from the clip's labels;
+    - ``similar_to`` track -> track: edge :math:`j \to i` for each of the ``k`` nearest tracks :math:`j` of
+      :math:`i` by feature similarity (:func:`audiognn.graph.segment_graph.segment_knn_graph` on one "clip"
+      of tracks);
+    - ``by_artist`` track -> artist.
+
+    Held-out tracks (the val and test splits) keep their features, ``similar_to`` and ``by_artist`` edges,
+    but their ``has_genre`` edges are not in the message-passing graph: they are the validation / test
+    triples, and the genre of a held-out track is predicted by ranking the genre nodes.
+
+    Track features: ``"mfcc"``, the mean and standard deviation over the clip's valid frames of its MFCCs
+    (:func:`audiognn.features.mfcc_from_logmel`, ``n_mfcc`` coefficients; §4.2); or ``"checkpoint"``, the
+    clip embedding ``backbone.embed(x)`` of a trained audio classifier (:func:`audiognn.checkpoint.load_backbone`)
+    on the normalised log-mel. Either is standardised with the mean / std of the training tracks:
+
+    .. math::
+        \mathbf{x}_i = (\mathbf{f}_i - \boldsymbol{\mu}_{\mathrm{train}}) / \boldsymbol{\sigma}_{\mathrm{train}}
+
+    The graph is small (one node per clip), so training is full-graph: every batch is the whole graph as a
+    homogeneous PyG ``Data`` (:attr:`graph`: ``x``, ``edge_index``, ``edge_type``, ``node_type``, the filter
+    ``known_keys``, the typed corruption ranges ``node_lo`` / ``node_hi``, ``{val,test}_triples``,
+    ``{val,test}_tracks`` / ``_labels``, ``genre_ids``), ``steps_per_epoch`` of them per epoch; the task
+    samples its targets and negatives. Node ids: tracks first, then genres, then artists.
+
+    Sizes linked into the model by ``train.py``: :attr:`num_classes`, :attr:`num_node_features`,
+    :attr:`num_free_nodes` (genres + artists) and :attr:`num_relations`. :attr:`num_free_nodes` builds the
+    graph when the shards exist (artists come from the clips' metadata); a synthetic set not written yet has
+    no artists, which :meth:`setup` checks once it is written.
 
     Args:
-        root: shard directory (with dataset.json).
-        features: "mfcc" or "checkpoint"; checkpoint: path of an AudioClassifier checkpoint; backbone: its
-            backbone as {class_path, init_args} (default: from the run's config.yaml, see load_backbone).
-        n_mfcc: MFCC coefficients for "mfcc" features.
-        k: nearest tracks per track for ``similar_to``; metric: "cosine" or "euclidean".
-        train_split, val_split, test_split: split names in dataset.json (a missing test split falls back to
-            val, a missing val split to test).
-        steps_per_epoch: full-graph training steps per epoch.
-        synthetic: when set and ``root`` has no dataset.json, ``prepare_data`` writes the synthetic set there
-            (the same spec as AudioShardDataModule's: {"variant": "genre", "train": n, "val": n, "test": n,
-            "seed": 0, "target_frames": 256}), so the classifiers and the link predictor share one set.
+        root (str): shard directory (with ``dataset.json``).
+        features (str, optional): ``"mfcc"`` or ``"checkpoint"``. (default: ``"mfcc"``)
+        checkpoint (str, optional): audio classifier checkpoint for ``"checkpoint"`` features.
+            (default: ``None``)
+        backbone (dict, optional): its backbone as ``{class_path, init_args}``; default: from the checkpoint's
+            hyper-parameters or the run's ``config.yaml``. (default: ``None``)
+        n_mfcc (int, optional): MFCC coefficients of ``"mfcc"`` features. (default: ``20``)
+        k (int, optional): nearest tracks per track for ``similar_to``. (default: ``10``)
+        metric (str, optional): ``"cosine"`` or ``"euclidean"``. (default: ``"cosine"``)
+        train_split, val_split, test_split (str, optional): split names in ``dataset.json``; a missing test
+            split falls back to val and a missing val split to test. (default: ``"train"``, ``"val"``,
+            ``"test"``)
+        steps_per_epoch (int, optional): full-graph training steps per epoch. (default: ``20``)
+        synthetic (SyntheticConfig, optional): when set and ``root`` has no ``dataset.json``,
+            :meth:`prepare_data` writes this synthetic set there (the same block as AudioShardDataModule's, so
+            the classifiers and the link predictor share one set). (default: ``None``)
     """
 
     def __init__(
@@ -203,47 +142,43 @@ class GenreGraphDataModule(L.LightningDataModule):
         val_split: str = "val",
         test_split: str = "test",
         steps_per_epoch: int = 20,
-        synthetic: dict | None = None,
+        synthetic: SyntheticConfig | None = None,
     ):
         super().__init__()
         self.save_hyperparameters()
         if features not in ("mfcc", "checkpoint"):
             raise ValueError(f"features must be 'mfcc' or 'checkpoint', got {features!r}")
         if features == "checkpoint" and not checkpoint:
-            raise ValueError(
-                "features='checkpoint' needs `checkpoint`: the path of a trained AudioClassifier"
-            )
+            raise ValueError("features='checkpoint' needs `checkpoint`: the path of a trained audio classifier")
         self.root = Path(root)
-        self.synthetic = synthetic
-        if synthetic is not None and not (self.root / "dataset.json").exists():
-            from datamodules.synthetic import VARIANTS
-
-            classes, multilabel = VARIANTS[synthetic.get("variant", "genre")]
-            splits = {s: {} for s in ("train", "val", "test") if synthetic.get(s, 1)}
+        self.synthetic = SyntheticConfig.coerce(synthetic)
+        if self.synthetic is not None and not (self.root / "dataset.json").exists():
+            classes, multilabel = VARIANTS[self.synthetic.variant]
+            splits = {s: {} for s in ("train", "val", "test") if getattr(self.synthetic, s)}
             self.info = {"classes": list(classes), "multilabel": multilabel, "splits": splits}
         else:
             self.info = read_dataset_json(self.root)
         self.class_names = list(self.info["classes"])
         self.num_classes = len(self.class_names)
         self.multilabel = bool(self.info.get("multilabel", False))
+        self.num_relations = NUM_RELATIONS
         splits = self.info["splits"]
         if train_split not in splits:
-            raise ValueError(
-                f"{self.root / 'dataset.json'} has no split '{train_split}' (has {sorted(splits)})"
-            )
+            raise ValueError(f"{self.root / 'dataset.json'} has no split '{train_split}' (has {sorted(splits)})")
         if val_split not in splits and test_split not in splits:
-            raise ValueError(
-                f"{self.root / 'dataset.json'} has neither '{val_split}' nor '{test_split}' split: "
-                "link prediction needs held-out tracks"
-            )
+            raise ValueError(f"{self.root / 'dataset.json'} has neither '{val_split}' nor '{test_split}' split: "
+                             "link prediction needs held-out tracks")
         self.val_split = val_split if val_split in splits else test_split
         self.test_split = test_split if test_split in splits else val_split
         self.steps_per_epoch = steps_per_epoch
         self.graph: Data | None = None
         self.hetero: HeteroData | None = None
+        self._backbone: nn.Module | None = None
+        self._assumed_free_nodes: int | None = None
 
     @property
     def data_info(self) -> dict:
+        """Classes, label kind, feature parameters, normalisation and name of the shard set."""
         return {
             "classes": self.class_names,
             "multilabel": self.multilabel,
@@ -252,77 +187,87 @@ class GenreGraphDataModule(L.LightningDataModule):
             "name": self.info.get("name", ""),
         }
 
-    def prepare_data(self) -> None:
-        syn = self.synthetic
-        if syn is None or (self.root / "dataset.json").exists():
-            return
-        from audiognn.features import FeatureConfig
-        from datamodules.prepare import prepare, synthetic_result
+    @property
+    def num_node_features(self) -> int:
+        """Feature size of a track node: ``2 * n_mfcc``, or the backbone's ``embed_dim``."""
+        if self.graph is not None:
+            return int(self.graph.x.shape[1])
+        if self.hparams["features"] == "mfcc":
+            return 2 * self.hparams["n_mfcc"]
+        return int(self.backbone().embed_dim)
 
-        result = synthetic_result(
-            syn.get("variant", "genre"),
-            syn.get("train", 800),
-            syn.get("val", 200),
-            syn.get("test", 200),
-            syn.get("seed", 0),
-        )
-        print(
-            prepare(
-                result,
-                self.root,
-                FeatureConfig(target_frames=syn.get("target_frames", 256)),
-                workers=syn.get("workers", 2),
-                shard_size=syn.get("shard_size", 64),
-                source={"reader": "synthetic", **syn},
-            )
-        )
+    @property
+    def num_free_nodes(self) -> int:
+        """Nodes without features: genres and artists (builds the graph when the shards exist)."""
+        if self.graph is None and (self.root / "dataset.json").exists():
+            self.setup()
+        if self.graph is not None:
+            return int(self.graph.num_nodes - self.graph.num_tracks)
+        self._assumed_free_nodes = self.num_classes  # synthetic clips carry no artist
+        return self._assumed_free_nodes
+
+    def backbone(self) -> nn.Module:
+        """The trained backbone of ``checkpoint`` (``"checkpoint"`` features), loaded once."""
+        if self._backbone is None:
+            self._backbone = load_backbone(self.hparams["checkpoint"], self.hparams["backbone"])
+        return self._backbone
+
+    def prepare_data(self) -> None:
+        """Write the synthetic set into ``root`` when ``synthetic`` is set and ``root`` has no ``dataset.json``
+        (Lightning calls this on one process per node, before :meth:`setup`)."""
+        if self.synthetic is not None:
+            ensure_synthetic(self.root, self.synthetic)
 
     def setup(self, stage: str | None = None) -> None:
-        if self.graph is None:
-            self.prepare_data()
-            self.info = read_dataset_json(self.root)
-            self.hetero, self.graph = self.build()
+        """Read the shards and build the graph (once)."""
+        if self.graph is not None:
+            return
+        if not (self.root / "dataset.json").exists() and self.synthetic is not None:
+            raise FileNotFoundError(f"{self.root / 'dataset.json'} not found: the synthetic set is written by "
+                                    "prepare_data(), which the Trainer calls before setup(); call it first")
+        self.info = read_dataset_json(self.root)
+        self.hetero, self.graph = self.build()
+        free = int(self.graph.num_nodes - self.graph.num_tracks)
+        if self._assumed_free_nodes is not None and free != self._assumed_free_nodes:
+            raise ValueError(f"{self.root}: the graph has {free} nodes without features (genres + artists), "
+                             f"but {self._assumed_free_nodes} were reported before the set was written")
 
-    def build(self) -> tuple[HeteroData, Data]:
-        """Read the shards and build (HeteroData, homogeneous Data for R-GCN)."""
-        from audiognn.models.genre_gnn import segment_knn_graph
-
-        hp = self.hparams
-        names = [hp["train_split"]] + [s for s in dict.fromkeys([self.val_split, self.test_split])]
+    def _clips(self) -> tuple[list[dict], list[str]]:
+        """Every clip of the train / val / test splits and the split of each."""
+        names = list(dict.fromkeys([self.hparams["train_split"], self.val_split, self.test_split]))
         clips, split_of = [], []
         for s in names:
-            cs = read_shard_clips(self.root, s)
+            cs = read_split_clips(self.root, s)
             clips += cs
             split_of += [s] * len(cs)
         if not clips:
             raise ValueError(f"no clips in the shards under {self.root}")
+        return clips, split_of
+
+    def _track_features(self, clips: list[dict], is_train: torch.Tensor) -> torch.Tensor:
+        """``[Nt, D]`` track features standardised with the training tracks' mean / std."""
         norm = self.info["norm"]
-        if hp["features"] == "mfcc":
-            feats = mfcc_statistics(clips, hp["n_mfcc"], norm)
+        if self.hparams["features"] == "mfcc":
+            feats = mfcc_statistics(clips, self.hparams["n_mfcc"], norm)
         else:
-            feats = checkpoint_embeddings(clips, load_backbone(hp["checkpoint"], hp["backbone"]), norm)
-        is_train = torch.tensor([s == hp["train_split"] for s in split_of])
+            feats = checkpoint_embeddings(clips, self.backbone(), norm)
         mu, sd = feats[is_train].mean(0), feats[is_train].std(0).clamp_min(1e-6)
-        feats = (feats - mu) / sd  # [Nt, D]
+        return (feats - mu) / sd
+
+    def build(self) -> tuple[HeteroData, Data]:
+        """Read the shards and build (HeteroData, homogeneous ``Data`` for the R-GCN)."""
+        hp = self.hparams
+        clips, split_of = self._clips()
+        feats = self._track_features(clips, torch.tensor([s == hp["train_split"] for s in split_of]))
         Nt, G = len(clips), self.num_classes
         artists = sorted({c["artist"] for c in clips if c["artist"] is not None})
         artist_id = {a: i for i, a in enumerate(artists)}
-
-        # has_genre, split by the track's split
-        hg = {s: [] for s in names}
+        hg = {s: [] for s in dict.fromkeys(split_of)}  # has_genre pairs by the track's split
         for i, (c, s) in enumerate(zip(clips, split_of, strict=True)):
             for lab in c["labels"]:
                 if not 0 <= lab < G:
-                    raise ValueError(
-                        f"clip '{c['key']}': label {lab} outside the {G} classes of dataset.json"
-                    )
+                    raise ValueError(f"clip '{c['key']}': label {lab} outside the {G} classes of dataset.json")
                 hg[s].append((i, lab))
-
-        def _ei(pairs):
-            return torch.tensor(pairs, dtype=torch.long).t().reshape(2, -1)
-
-        sim = segment_knn_graph(feats[None], hp["k"], temporal=False, metric=hp["metric"])  # [2, Nt*k]
-        ba = _ei([(i, artist_id[c["artist"]]) for i, c in enumerate(clips) if c["artist"] is not None])
 
         h = HeteroData()
         h["track"].x = feats
@@ -330,56 +275,40 @@ class GenreGraphDataModule(L.LightningDataModule):
         h["track"].key = [c["key"] for c in clips]
         h["genre"].num_nodes = G
         h["artist"].num_nodes = len(artists)
-        h["track", "has_genre", "genre"].edge_index = _ei(
-            hg[hp["train_split"]]
-        )  # message passing: train only
-        h["track", "similar_to", "track"].edge_index = sim
-        h["track", "by_artist", "artist"].edge_index = ba
+        # message passing: the training tracks' has_genre edges only
+        h["track", "has_genre", "genre"].edge_index = _edge_index(hg.get(hp["train_split"], []))
+        h["track", "similar_to", "track"].edge_index = segment_knn_graph(
+            feats[None], hp["k"], temporal=False, metric=hp["metric"]
+        )  # [2, Nt * k]
+        h["track", "by_artist", "artist"].edge_index = _edge_index(
+            [(i, artist_id[c["artist"]]) for i, c in enumerate(clips) if c["artist"] is not None]
+        )
         homo = h.to_homogeneous(node_attrs=[], edge_attrs=[])
-        N, R = homo.num_nodes, len(RELATIONS)
-        genre0 = Nt  # to_homogeneous keeps the node-type order: tracks, genres, artists
+        N, genre0 = homo.num_nodes, Nt  # to_homogeneous keeps the node-type order: tracks, genres, artists
 
         def _triples(pairs):
-            ei = _ei(pairs)
+            ei = _edge_index(pairs)
             return torch.stack([ei[0], torch.full_like(ei[0], HAS_GENRE), ei[1] + genre0], 1)  # [E, 3]
-
-        val_t, test_t = _triples(hg[self.val_split]), _triples(hg[self.test_split])
-        train_t = torch.stack([homo.edge_index[0], homo.edge_type, homo.edge_index[1]], 1)
-        known = known_triple_keys(torch.cat([train_t, val_t, test_t]), N, R)
-        # typed corruption ranges: the id range of each node's type
-        bounds = torch.tensor([0, Nt, Nt + G, N])
-        lo, hi = bounds[homo.node_type], bounds[homo.node_type + 1]
 
         def _held(s):
             idx = [i for i, t in enumerate(split_of) if t == s]
             return torch.tensor(idx, dtype=torch.long), torch.tensor([clips[i]["labels"][0] for i in idx])
 
-        val_tracks, val_labels = _held(self.val_split)
-        test_tracks, test_labels = _held(self.test_split)
+        val_t, test_t = _triples(hg.get(self.val_split, [])), _triples(hg.get(self.test_split, []))
+        train_t = torch.stack([homo.edge_index[0], homo.edge_type, homo.edge_index[1]], 1)
+        bounds = torch.tensor([0, Nt, Nt + G, N])  # typed corruption: the id range of each node's type
         if self.multilabel:
-            warnings.warn(
-                "GenreGraphDataModule on a multi-label set: the genre accuracy uses each track's first "
-                "label; the filtered MRR uses all",
-                stacklevel=2,
-            )
+            warnings.warn("GenreGraphDataModule on a multi-label set: the genre accuracy uses each track's first "
+                          "label; the filtered MRR uses all", stacklevel=2)
+        (val_tracks, val_labels), (test_tracks, test_labels) = _held(self.val_split), _held(self.test_split)
         graph = Data(
-            x=feats,
-            edge_index=homo.edge_index,
-            edge_type=homo.edge_type,
-            node_type=homo.node_type,
-            num_nodes=N,
-            known_keys=known,
-            node_lo=lo,
-            node_hi=hi,
-            val_triples=val_t,
-            test_triples=test_t,
-            val_tracks=val_tracks,
-            val_labels=val_labels,
-            test_tracks=test_tracks,
-            test_labels=test_labels,
-            genre_ids=torch.arange(genre0, genre0 + G),
+            x=feats, edge_index=homo.edge_index, edge_type=homo.edge_type, node_type=homo.node_type, num_nodes=N,
+            known_keys=known_triple_keys(torch.cat([train_t, val_t, test_t]), N, NUM_RELATIONS),
+            node_lo=bounds[homo.node_type], node_hi=bounds[homo.node_type + 1],
+            val_triples=val_t, test_triples=test_t, val_tracks=val_tracks, val_labels=val_labels,
+            test_tracks=test_tracks, test_labels=test_labels, genre_ids=torch.arange(genre0, genre0 + G),
         )
-        graph.num_relations = R
+        graph.num_relations = NUM_RELATIONS
         graph.num_tracks = Nt
         return h, graph
 

@@ -2,15 +2,18 @@
 
 import io
 import json
+from functools import partial
 
 import lightning as L
 import numpy as np
 import pytest
 import torch
 
+from audiognn.data.linkpred import BY_ARTIST, HAS_GENRE, NUM_RELATIONS, SIMILAR_TO
 from audiognn.linkpred_metrics import triple_keys
+from audiognn.models.rgcn import RGCNLinkPredictor
 from audiognn.tasks.link_prediction import LinkPrediction
-from datamodules.genre_graph import BY_ARTIST, HAS_GENRE, SIMILAR_TO, GenreGraphDataModule
+from datamodules.genre_graph import GenreGraphDataModule
 
 
 def _write_shards(root, classes, clips, frames=40, n_mels=16):
@@ -53,6 +56,8 @@ def test_graph_structure(tmp_path):
     _write_shards(tmp_path, ["g0", "g1", "g2"], clips)
     dm = GenreGraphDataModule(str(tmp_path), n_mfcc=4, k=2)
     assert dm.num_classes == 3 and dm.class_names == ["g0", "g1", "g2"]
+    # the sizes linked into the model: 2 * n_mfcc features; 3 genres + 3 artists without features
+    assert (dm.num_node_features, dm.num_free_nodes, dm.num_relations) == (8, 6, NUM_RELATIONS)
     dm.setup()
     g, h = dm.graph, dm.hetero
     # 6 tracks, 3 genres, 3 artists (x, y, z)
@@ -89,6 +94,11 @@ def test_bad_root_raises(tmp_path):
         GenreGraphDataModule(str(tmp_path), features="checkpoint")
 
 
+def _trainer(**kw):
+    return L.Trainer(logger=False, enable_checkpointing=False, enable_progress_bar=False,
+                     enable_model_summary=False, **kw)
+
+
 def test_heldout_genre_by_link_ranking_above_chance(tmp_path):
     from audiognn.features import FeatureConfig
     from datamodules.prepare import prepare, synthetic_result
@@ -102,15 +112,9 @@ def test_heldout_genre_by_link_ranking_above_chance(tmp_path):
     )
     L.seed_everything(0)
     dm = GenreGraphDataModule(str(tmp_path), k=5, steps_per_epoch=20)
-    model = LinkPrediction(num_classes=dm.num_classes, hidden=32)
-    trainer = L.Trainer(
-        max_epochs=3,
-        logger=False,
-        enable_checkpointing=False,
-        enable_progress_bar=False,
-        enable_model_summary=False,
-        num_sanity_val_steps=0,
-    )
+    model = LinkPrediction(dm.num_node_features, dm.num_free_nodes, dm.num_classes,
+                           model=partial(RGCNLinkPredictor, hidden=32))
+    trainer = _trainer(max_epochs=3, num_sanity_val_steps=0)
     trainer.fit(model, dm)
     res = trainer.test(model, dm, verbose=False)[0]
     # 8 genres: chance accuracy 0.125; a random scorer's filtered MRR on has_genre triples is far below 0.5
@@ -118,33 +122,43 @@ def test_heldout_genre_by_link_ranking_above_chance(tmp_path):
     assert res["test/mrr"] >= 0.3, res
     assert 0 < res["test/hits@1"] <= res["test/hits@3"] <= res["test/hits@10"] <= 1
 
+    # the checkpoint alone rebuilds the network (no DataModule, no arguments) and scores the same
+    trainer.save_checkpoint(tmp_path / "lp.ckpt")
+    loaded = LinkPrediction.load_from_checkpoint(tmp_path / "lp.ckpt", map_location="cpu")
+    assert loaded.hparams.model["init_args"]["hidden"] == 32
+    model.eval()
+    loaded.eval()
+    with torch.no_grad():
+        tracks = dm.graph.test_tracks
+        want = model.genre_scores(model.encode(dm.graph), dm.graph, tracks)
+        got = loaded.genre_scores(loaded.encode(dm.graph), dm.graph, tracks)
+    torch.testing.assert_close(got, want)
+    assert _trainer().test(loaded, dm, verbose=False)[0]["test/acc"] == pytest.approx(res["test/acc"])
+
 
 def test_checkpoint_features_are_backbone_embeddings(tmp_path):
-    from functools import partial
-
     import yaml
 
+    from audiognn.checkpoint import load_backbone
+    from audiognn.data.shards import read_split_clips
     from audiognn.models.genre_gnn import GenreGNN
     from audiognn.tasks.audio_classifier import AudioClassifier
-    from datamodules.genre_graph import read_shard_clips
 
     clips = [("a", "train", 0, None), ("b", "train", 1, None), ("c", "train", 2, None), ("d", "val", 1, None)]
     _write_shards(tmp_path, ["g0", "g1", "g2"], clips)
     init = {"n_mels": 16, "segment_frames": 4, "hidden": 8, "num_layers": 1}
     module = AudioClassifier(partial(GenreGNN, **init), 3)
-    trainer = L.Trainer(
-        logger=False,
-        enable_checkpointing=False,
-        enable_progress_bar=False,
-        enable_model_summary=False,
-        max_steps=1,
-    )
+    trainer = _trainer(max_steps=1)
     batch = {"x": torch.randn(4, 40, 16), "y": torch.eye(3)[[0, 1, 2, 1]], "key": list("abcd")}
     trainer.fit(module, torch.utils.data.DataLoader([batch], batch_size=None))
+    trainer.save_checkpoint(tmp_path / "full.ckpt")
+    # a run whose checkpoint does not name its backbone class: it comes from the run's config.yaml, as train.py
+    # writes it (runs/NAME/config.yaml beside runs/NAME/checkpoints/)
     run = tmp_path / "run"
     (run / "checkpoints").mkdir(parents=True)
-    trainer.save_checkpoint(run / "checkpoints" / "last.ckpt")
-    # the backbone class comes from the run's config.yaml, as train.py writes it
+    ckpt = torch.load(tmp_path / "full.ckpt", weights_only=True)
+    ckpt["hyper_parameters"].pop("backbone", None)
+    torch.save(ckpt, run / "checkpoints" / "last.ckpt")
     cfg = {
         "model": {
             "init_args": {"backbone": {"class_path": "audiognn.models.genre_gnn.GenreGNN", "init_args": init}}
@@ -154,11 +168,18 @@ def test_checkpoint_features_are_backbone_embeddings(tmp_path):
     dm = GenreGraphDataModule(
         str(tmp_path), features="checkpoint", checkpoint=str(run / "checkpoints" / "last.ckpt"), k=2
     )
+    assert dm.num_node_features == module.backbone.embed_dim
     dm.setup()
     module.eval()
     with torch.no_grad():
-        mels = [torch.from_numpy(c["mel"]) for s in ("train", "val") for c in read_shard_clips(tmp_path, s)]
+        mels = [torch.from_numpy(c["mel"]) for s in ("train", "val") for c in read_split_clips(tmp_path, s)]
         emb = torch.cat([module.backbone.embed(m[None]) for m in mels])  # [4, D]
+        # the checkpoint's own hyper-parameters name the class when they can
+        if isinstance(torch.load(tmp_path / "full.ckpt", weights_only=True)["hyper_parameters"].get("backbone"),
+                      dict):
+            bb = load_backbone(tmp_path / "full.ckpt")
+            torch.testing.assert_close(torch.cat([bb.embed(m[None]) for m in mels]), emb)
+    assert dm.num_node_features == emb.shape[1]
     emb = (emb - emb[:3].mean(0)) / emb[:3].std(0).clamp_min(1e-6)
     torch.testing.assert_close(dm.graph.x, emb, rtol=1e-4, atol=1e-4)
     (run / "config.yaml").unlink()

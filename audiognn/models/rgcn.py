@@ -1,17 +1,9 @@
-"""R-GCN encoder and DistMult decoder for link prediction on the music graph (seed 000 §2.2 and §4.4,
-after Schlichtkrull et al. 2017, "Modeling Relational Data with Graph Convolutional Networks").
+"""R-GCN encoder, DistMult decoder and the link predictor combining them, for link prediction on the music graph
+(Dhongade and Rovira, *Graph Neural Networks for Music Genre Classification*, §2.2 and §4.4, after Schlichtkrull
+et al., *Modeling Relational Data with Graph Convolutional Networks*).
 
-Encoder (Schlichtkrull eq. 2): h_i^(l+1) = sigma( W_0 h_i + sum_r sum_{j in N_i^r} 1/|N_i^r| W_r h_j ),
-PyG ``RGCNConv`` (mean aggregation = the 1/c_{i,r} = 1/|N_i^r| normalisation), with basis (eq. 3) or
-block-diagonal (eq. 4) decomposition of W_r. Inverse relations are added as their own relation types
-(the paper's "R contains relations both in canonical and inverse direction"). The seed's Figure 1
-describes the encoder as "interspersed with fully connected/dense layers": here a dense input layer maps
-node features (track nodes) or a learned embedding (nodes without features: genres, artists) to the
-hidden size, then ``num_layers`` R-GCN layers with ReLU and dropout between them.
-
-Decoder (Schlichtkrull eq. 6): DistMult, f(s, r, o) = e_s^T R_r e_o with diagonal R_r. Hand-written:
-PyG's ``torch_geometric.nn.kge.DistMult`` is a shallow KGE model holding its own node embeddings and
-cannot score the encoder's outputs.
+DistMult is hand-written: PyG's ``torch_geometric.nn.kge.DistMult`` is a shallow KGE model holding its own
+node embeddings and cannot score the encoder's outputs.
 """
 
 from __future__ import annotations
@@ -23,14 +15,41 @@ from torch_geometric.nn import RGCNConv
 
 
 class RGCNEncoder(nn.Module):
-    """Nodes ``0 .. num_feature_nodes-1`` are described by features ``x: [N_f, in_dim]``; nodes
-    ``num_feature_nodes .. num_feature_nodes+num_free_nodes-1`` by a learned embedding.
+    r"""The R-GCN entity encoder of Schlichtkrull et al., *Modeling Relational Data with Graph Convolutional
+    Networks* (eq. 2), as the link predictor of Dhongade and Rovira, *Graph Neural Networks for Music Genre
+    Classification* (§2.2, Figure 1) uses it:
+
+    .. math::
+        \mathbf{h}_i^{(l+1)} = \sigma\Big(\mathbf{W}_0^{(l)} \mathbf{h}_i^{(l)} + \sum_{r \in \mathcal{R}}
+        \sum_{j \in \mathcal{N}_i^r} \frac{1}{|\mathcal{N}_i^r|} \mathbf{W}_r^{(l)} \mathbf{h}_j^{(l)}\Big)
+
+    (PyG ``RGCNConv`` with mean aggregation, i.e. :math:`c_{i,r} = |\mathcal{N}_i^r|`), with the basis (eq. 3)
+    or block-diagonal (eq. 4) decomposition of :math:`\mathbf{W}_r`. Inverse relations are added as their own
+    relation types (Schlichtkrull §2: :math:`\mathcal{R}` holds relations in canonical and inverse direction).
+    Figure 1 of Dhongade and Rovira describes the encoder as "interspersed with fully connected/dense layers":
+    a dense input layer (LayerNorm + Linear) maps node features to the hidden size; nodes without features
+    (genres, artists) get a learned embedding; then ``num_layers`` R-GCN layers, dropout before each, ReLU
+    between them (none after the last).
+
+    Nodes ``0 .. N_f - 1`` are the feature nodes (rows of ``x``), nodes ``N_f .. N_f + num_free_nodes - 1``
+    the free nodes.
 
     Args:
-        in_dim: feature size of the feature nodes; num_free_nodes: nodes without features.
-        num_relations: relation types of the *message* graph (forward relations; the encoder adds their
-            inverses, so RGCNConv sees 2 * num_relations types).
-        hidden, num_layers, dropout; num_bases (eq. 3) or num_blocks (eq. 4): at most one of them.
+        in_dim (int): feature size of the feature nodes.
+        num_free_nodes (int): nodes without features (each gets a learned embedding).
+        num_relations (int): relation types of the message graph (forward relations; the encoder adds their
+            inverses, so ``RGCNConv`` sees ``2 * num_relations`` types).
+        hidden (int, optional): hidden and output size. (default: :obj:`64`)
+        num_layers (int, optional): R-GCN layers. (default: :obj:`2`)
+        num_bases (int, optional): bases of the basis decomposition (eq. 3). (default: :obj:`4`)
+        num_blocks (int, optional): blocks of the block-diagonal decomposition (eq. 4); at most one of
+            ``num_bases`` and ``num_blocks`` is set. (default: :obj:`None`)
+        dropout (float, optional): dropout before each R-GCN layer. (default: :obj:`0.2`)
+
+    Shapes:
+        - **input:** node features :math:`(N_f, F_{in})`, edge indices :math:`(2, E)` (source, target),
+          edge types :math:`(E)` in :math:`[0, |\mathcal{R}|)`
+        - **output:** node states :math:`(N_f + N_{free}, H)`
     """
 
     def __init__(
@@ -62,8 +81,6 @@ class RGCNEncoder(nn.Module):
         self.dropout = dropout
 
     def forward(self, x: torch.Tensor, edge_index: torch.Tensor, edge_type: torch.Tensor) -> torch.Tensor:
-        """``x: [N_f, in_dim]``, ``edge_index: [2, E]`` (source, target), ``edge_type: [E]`` in
-        ``[0, num_relations)`` -> node states ``[N_f + num_free_nodes, hidden]``."""
         h = torch.cat([self.input(x), self.free.weight[: self.num_free_nodes]], dim=0)  # [N, H]
         ei = torch.cat([edge_index, edge_index.flip(0)], dim=1)  # [2, 2E]: canonical + inverse
         et = torch.cat([edge_type, edge_type + self.num_relations])  # [2E]
@@ -76,7 +93,22 @@ class RGCNEncoder(nn.Module):
 
 
 class DistMult(nn.Module):
-    """DistMult decoder (Schlichtkrull eq. 6): ``score(s, r, o) = sum_d z_s[d] * R_r[d] * z_o[d]``."""
+    r"""The DistMult decoder of Schlichtkrull et al., *Modeling Relational Data with Graph Convolutional
+    Networks* (eq. 6, after Yang et al.), the decoder of Dhongade and Rovira, *Graph Neural Networks for Music
+    Genre Classification* (§2.2, Figure 1): each relation is a diagonal matrix
+    :math:`\mathbf{R}_r = \mathrm{diag}(\mathbf{r}_r)` and
+
+    .. math::
+        f(s, r, o) = \mathbf{e}_s^{\top} \mathbf{R}_r \mathbf{e}_o = \sum_d e_{s,d}\, r_{r,d}\, e_{o,d}.
+
+    Args:
+        num_relations (int): relation types.
+        hidden (int): size of the node states :math:`\mathbf{e}`.
+
+    Shapes:
+        - **input:** node states :math:`(N, H)`, triples :math:`(E, 3)` (head, relation, tail)
+        - **output:** scores :math:`(E)`; :meth:`score_all`: :math:`(E, C)`
+    """
 
     def __init__(self, num_relations: int, hidden: int):
         super().__init__()
@@ -84,7 +116,6 @@ class DistMult(nn.Module):
         nn.init.xavier_uniform_(self.rel)
 
     def forward(self, z: torch.Tensor, triples: torch.Tensor) -> torch.Tensor:
-        """``z: [N, H]``, ``triples: [E, 3]`` -> scores ``[E]``."""
         return (z[triples[:, 0]] * self.rel[triples[:, 1]] * z[triples[:, 2]]).sum(-1)
 
     def score_all(
@@ -94,8 +125,8 @@ class DistMult(nn.Module):
         side: str = "tail",
         candidates: torch.Tensor | None = None,
     ) -> torch.Tensor:
-        """Scores ``[E, C]`` of each triple with its ``side`` replaced by every candidate node (default all
-        N nodes, in id order)."""
+        """Scores ``[E, C]`` of each triple with its ``side`` ("head" or "tail") replaced by every candidate
+        node (default: all N nodes, in id order)."""
         zc = z if candidates is None else z[candidates]  # [C, H]
         if side == "tail":
             q = z[triples[:, 0]] * self.rel[triples[:, 1]]  # [E, H]
@@ -104,3 +135,69 @@ class DistMult(nn.Module):
         else:
             raise ValueError(f"side must be 'head' or 'tail', got {side!r}")
         return q @ zc.t()
+
+
+class RGCNLinkPredictor(nn.Module):
+    r"""The link-prediction auto-encoder of Dhongade and Rovira, *Graph Neural Networks for Music Genre
+    Classification* (§2.2, Figure 1; §4.4), after Schlichtkrull et al., *Modeling Relational Data with Graph
+    Convolutional Networks* (§4): an :class:`RGCNEncoder` maps every node to a state
+    :math:`\mathbf{e}_i` from its features and relations, a :class:`DistMult` decoder scores every (potential)
+    edge from the states of its two ends:
+
+    .. math::
+        \mathbf{e} = \mathrm{RGCN}(\mathbf{X}, \mathcal{E}), \qquad
+        f(s, r, o) = \mathbf{e}_s^{\top} \mathrm{diag}(\mathbf{r}_r)\, \mathbf{e}_o.
+
+    The first three arguments are the sizes the graph knows (linked from the DataModule by ``train.py``), so a
+    config gives the predictor as a callable of them.
+
+    Args:
+        num_node_features (int): feature size of the feature nodes (tracks).
+        num_free_nodes (int): nodes without features (genres and artists).
+        num_relations (int): relation types (forward direction).
+        hidden (int, optional): node-state size. (default: :obj:`64`)
+        num_layers (int, optional): R-GCN layers. (default: :obj:`2`)
+        num_bases (int, optional): basis decomposition. (default: :obj:`4`)
+        num_blocks (int, optional): block-diagonal decomposition. (default: :obj:`None`)
+        dropout (float, optional): encoder dropout. (default: :obj:`0.2`)
+
+    Shapes:
+        - **input:** node features :math:`(N_f, F)`, edge indices :math:`(2, E)`, edge types :math:`(E)`
+        - **output:** node states :math:`(N_f + N_{free}, H)` (:meth:`forward`); scores :math:`(E')` of triples
+          :math:`(E', 3)` (:meth:`score`)
+    """
+
+    def __init__(
+        self,
+        num_node_features: int,
+        num_free_nodes: int,
+        num_relations: int,
+        hidden: int = 64,
+        num_layers: int = 2,
+        num_bases: int | None = 4,
+        num_blocks: int | None = None,
+        dropout: float = 0.2,
+    ):
+        super().__init__()
+        self.num_relations = num_relations
+        self.encoder = RGCNEncoder(
+            num_node_features, num_free_nodes, num_relations, hidden, num_layers, num_bases, num_blocks, dropout
+        )
+        self.decoder = DistMult(num_relations, hidden)
+
+    def forward(self, x: torch.Tensor, edge_index: torch.Tensor, edge_type: torch.Tensor) -> torch.Tensor:
+        """Node states from the message graph (the encoder)."""
+        return self.encoder(x, edge_index, edge_type)
+
+    def score(self, z: torch.Tensor, triples: torch.Tensor) -> torch.Tensor:
+        """DistMult scores of ``triples`` from the node states ``z``."""
+        return self.decoder(z, triples)
+
+    def score_all(self, z: torch.Tensor, triples: torch.Tensor, side: str = "tail",
+                  candidates: torch.Tensor | None = None) -> torch.Tensor:
+        """See :meth:`DistMult.score_all`."""
+        return self.decoder.score_all(z, triples, side, candidates)
+
+    def regularization(self) -> torch.Tensor:
+        """Mean squared relation embedding (Schlichtkrull §5's L2 penalty on the decoder)."""
+        return self.decoder.rel.pow(2).mean()
