@@ -2,8 +2,9 @@
 
     python bench/loader.py [--clips 256] [--seconds 10.24] [--workers 2] [--batch-size 32] [--passes 2]
 
-Both sides deliver the same clips as batches of ``[B, 1024, 128]`` log-mel (seed 001 §III-A) through a
-PyTorch DataLoader with the same number of workers:
+Both sides deliver the same clips as batches of ``[B, 1024, 128]`` log-mel (the input of *LHGNN: Local-Higher
+Order Graph Neural Networks for Audio Classification and Tagging*, Singh et al., §III-A) through a PyTorch
+DataLoader with the same number of workers:
 
 * reference: a map-style Dataset that, per clip, decodes the WAV with soundfile, removes the mean and runs
   ``torchaudio.compliance.kaldi.fbank`` (AST / official LHGNN parameters), then pads to 1024 frames —
@@ -11,8 +12,9 @@ PyTorch DataLoader with the same number of workers:
   half the clips; that extra cost is left out here, in the reference's favour);
 * audiognn: ``AudioShardDataModule``'s training stream over shards written once by ``prepare``.
 
-It prints clips/s for both and the ratio (goal: >= 20x). Timings are wall-clock over ``--passes`` full
-passes after one warm-up pass each.
+It prints clips/s for both and the ratio (goal: >= 20x), and the single-process ceiling of the shard format
+itself (:mod:`audiognn.data.shards`: tar members read and log-mels decoded, no batching). Timings are
+wall-clock over ``--passes`` full passes after one warm-up pass each.
 """
 
 from __future__ import annotations
@@ -30,6 +32,7 @@ from torch.utils.data import DataLoader, Dataset
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
+from audiognn.data.shards import decode_sample, iter_shard_samples, load_dataset_info, split_shards  # noqa: E402
 from audiognn.features import FeatureConfig, extract  # noqa: E402
 from datamodules.audio_shards import AudioShardDataModule  # noqa: E402
 from datamodules.prepare import main as prepare_main  # noqa: E402
@@ -56,6 +59,20 @@ def _time(loader, passes: int) -> tuple[float, int]:
     for _ in range(passes):
         for _b in loader:
             pass
+    return time.perf_counter() - t, n * passes
+
+
+def _time_raw(root: Path, passes: int) -> tuple[float, int]:
+    """Read and decode every training clip straight from the shards, in this process."""
+    urls, _ = split_shards(load_dataset_info(root), root, ["train"])
+
+    def one_pass() -> int:
+        return sum(decode_sample(s)[1].shape[0] > 0 for u in urls for s in iter_shard_samples(u))
+
+    n = one_pass()  # warm-up
+    t = time.perf_counter()
+    for _ in range(passes):
+        one_pass()
     return time.perf_counter() - t, n * passes
 
 
@@ -101,6 +118,8 @@ def main(argv=None) -> None:
             ratios.append(r_ours / r_ref)
             print(f"[{workers} workers] on-the-fly WAV decode + kaldi fbank (AST): {r_ref:8.1f} clips/s | "
                   f"audiognn shards: {r_ours:8.1f} clips/s | {r_ours / r_ref:5.1f}x")
+        t_raw, n_raw = _time_raw(tmp / "shards", args.passes)
+        print(f"shard format alone (read + decode, 1 process): {n_raw / t_raw:8.1f} clips/s")
         print("speed-up: " + ", ".join(f"{r:.1f}x ({w} workers)" for r, w in zip(ratios, args.workers))
               + " (goal >= 20x)")
     finally:

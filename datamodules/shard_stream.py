@@ -92,14 +92,14 @@ class ShardStream(IterableDataset):
     def __init__(self, urls: list[str], counts: list[int], num_classes: int, batch_size: int, mode: str,
                  seed: int = 0, crop_frames: int | None = None, shuffle_buffer: int = 1000,
                  skip_corrupt: bool = False, counter=None):
-        self.plan = ShardPlan(list(counts), batch_size, mode, seed)  # checks the mode
+        ShardPlan(list(counts), batch_size, mode, seed)  # checks the mode
         if len(urls) != len(counts) or not urls:
             raise ValueError("ShardStream needs one clip count per shard and at least one shard")
         self.urls, self.counts = list(urls), list(counts)
         self.num_classes, self.batch_size, self.mode = num_classes, batch_size, mode
         self.seed, self.crop_frames, self.shuffle_buffer = seed, crop_frames, shuffle_buffer
         self.skip_corrupt, self.counter = skip_corrupt, counter
-        self.rank = 0
+        self.rank, self.world, self.num_workers = 0, 1, 1
         self._epoch = mp.Value("i", 0)  # shared with (persistent) workers: set by the loader each epoch
 
     @property
@@ -112,27 +112,14 @@ class ShardStream(IterableDataset):
         self._epoch.value = int(value)
 
     @property
-    def world(self) -> int:
-        """Number of ranks."""
-        return self.plan.world
-
-    @world.setter
-    def world(self, value: int) -> None:
-        self.plan.world = int(value)
-
-    @property
-    def num_workers(self) -> int:
-        """DataLoader workers per rank (at least 1)."""
-        return self.plan.num_workers
-
-    @num_workers.setter
-    def num_workers(self, value: int) -> None:
-        self.plan.num_workers = int(value)
+    def plan(self) -> ShardPlan:
+        """The split of these shards over ``world`` ranks x ``num_workers`` workers."""
+        return ShardPlan(self.counts, self.batch_size, self.mode, self.seed, self.world, self.num_workers)
 
     @property
     def total(self) -> int:
         """Clips in the split."""
-        return self.plan.total
+        return sum(self.counts)
 
     def __len__(self) -> int:
         if self.mode == "resampled":
@@ -140,9 +127,10 @@ class ShardStream(IterableDataset):
         return sum(self.plan.epoch(self.epoch).batches[self.rank])
 
     def _samples(self, shards, keep):
+        offsets = self.plan.offsets
         for s in shards:
             for pos, raw in enumerate(_read_shard(self.urls[s], self.skip_corrupt, self.counter)):
-                if keep is None or keep[self.plan.offsets[s] + pos]:
+                if keep is None or keep[offsets[s] + pos]:
                     yield raw
 
     def _resampled(self, rng: random.Random):
@@ -164,9 +152,10 @@ class ShardStream(IterableDataset):
         if self.mode == "resampled":
             source, sizes = self._resampled(rng), [self.batch_size] * self.plan.resampled_batches()
         else:
-            plan = self.plan.epoch(self.epoch)
+            planner = self.plan
+            plan = planner.epoch(self.epoch)
             source = self._samples(plan.shards[self.rank][worker], plan.owner == self.rank)
-            sizes = self.plan.batch_sizes(plan, self.rank, worker)
+            sizes = planner.batch_sizes(plan, self.rank, worker)
         items = (_example(s, self.num_classes, self.crop_frames if train else None, rng) for s in source)
         if train:  # webdataset's buffer shuffle; starts yielding once a tenth of the buffer is filled
             items = wds.shuffle(self.shuffle_buffer, max(1, self.shuffle_buffer // 10), rng=rng)(items)

@@ -9,22 +9,8 @@ import re
 from collections import Counter, defaultdict
 from pathlib import Path
 
-from datamodules.readers.base import (
-    AUDIO_EXTENSIONS,
-    BaseReader,
-    Clip,
-    Failures,
-    ReaderError,
-    ReadResult,
-    arg,
-    dedupe_keys,
-    read_csv_rows,
-    require_dir,
-    require_file,
-    resolve_relative,
-    sanitize_key,
-    under,
-)
+from datamodules.readers import base
+from datamodules.readers.base import BaseReader, Clip, Failures, ReadResult, arg
 
 _YTID = r"[A-Za-z0-9_-]{11}"
 _AUDIOSET_NAME = re.compile(rf"^Y?({_YTID})(?:_(\d+(?:\.\d+)?)(?:[_-](\d+(?:\.\d+)?))?)?$")
@@ -35,22 +21,22 @@ def _read_ontology(path: Path) -> tuple[list[str], dict[str, str]]:
     """(class names in index order, mid -> class name) from ``class_labels_indices.csv``.
 
     A display name used twice gets its mid appended to stay unique."""
-    rows = read_csv_rows(path, ["index", "mid", "display_name"], "CSV with header index,mid,display_name")
+    rows = base.read_csv_rows(path, ["index", "mid", "display_name"], "CSV with header index,mid,display_name")
     by_index: dict[int, tuple[str, str]] = {}
     for ln, row in rows:
         try:
             by_index[int(row["index"])] = (row["mid"].strip(), row["display_name"].strip())
         except (ValueError, TypeError, AttributeError):
-            raise ReaderError(f"{path}:{ln}: row {row!r} is not 'index,mid,display_name'") from None
+            raise base.ReaderError(f"{path}:{ln}: row {row!r} is not 'index,mid,display_name'") from None
     if not by_index or sorted(by_index) != list(range(len(by_index))):
-        raise ReaderError(f"{path}: indices must be 0..K-1 without gaps")
+        raise base.ReaderError(f"{path}: indices must be 0..K-1 without gaps")
     classes: list[str] = []
     for i in range(len(by_index)):
         mid, disp = by_index[i]
         classes.append(disp if disp not in classes else f"{disp} ({mid})")
     mid_to_name = {by_index[i][0]: classes[i] for i in range(len(classes))}
     if len(mid_to_name) != len(classes):
-        raise ReaderError(f"{path}: mids are not unique")
+        raise base.ReaderError(f"{path}: mids are not unique")
     return classes, mid_to_name
 
 
@@ -78,12 +64,12 @@ def _index_audioset_audio(audio_dir: Path) -> dict[str, list[tuple[Path, float |
 
 def _pick_audioset_file(cands: list[tuple[Path, float | None]], start: float) -> tuple[Path | None, str, str]:
     """The file for one segment, or (None, reason tag, detail)."""
-    usable = [(p, s) for p, s in cands if p.suffix.lower() in AUDIO_EXTENSIONS]
+    usable = [(p, s) for p, s in cands if p.suffix.lower() in base.AUDIO_EXTENSIONS]
     if not usable:
         if cands:
             exts = sorted({p.suffix for p, _ in cands})
             return (None, "unsupported_format", f"audio found only with unsupported extension(s) {exts} "
-                    f"(expected {', '.join(AUDIO_EXTENSIONS)}): {cands[0][0]}")
+                    f"(expected {', '.join(base.AUDIO_EXTENSIONS)}): {cands[0][0]}")
         return None, "missing_file", "no downloaded clip with this YouTube id"
     if len(usable) == 1:
         return usable[0][0], "", ""
@@ -112,7 +98,7 @@ class _Segments:
     def _row(self, row: list[str], split: str, seg: Path, ln: int) -> None:
         where = f"{seg}:{ln}"
         ytid = row[0].strip() if row else ""
-        key = sanitize_key(ytid) if ytid else f"{seg.stem}-line{ln}"
+        key = base.sanitize_key(ytid) if ytid else f"{seg.stem}-line{ln}"
         if len(row) != 4:
             self.failures.add(key, "malformed_row",
                               f"{where}: malformed row, expected {_SEGMENT_FORM}; got {len(row)} fields")
@@ -146,13 +132,14 @@ class _Segments:
     def read(self, spec: str, root: Path) -> None:
         """Read the segment CSV of ``spec`` = ``CSV:SPLIT`` (relative: working directory, then ``root``)."""
         if ":" not in spec:
-            raise ReaderError(f"--segments {spec!r}: expected CSV:SPLIT, e.g. eval_segments.csv:test")
+            raise base.ReaderError(f"--segments {spec!r}: expected CSV:SPLIT, e.g. eval_segments.csv:test")
         csv_str, split = spec.rsplit(":", 1)
-        seg = require_file(resolve_relative(csv_str, root), f'AudioSet segment CSV: "# comments", rows {_SEGMENT_FORM}')
+        expected = f'AudioSet segment CSV: "# comments", rows {_SEGMENT_FORM}'
+        seg = base.require_file(base.resolve_relative(csv_str, root), expected)
         with open(seg, newline="", encoding="utf-8-sig") as f:
             lines = [(ln, line) for ln, line in enumerate(f, 1) if line.strip() and not line.startswith("#")]
         if not lines:
-            raise ReaderError(f"{seg}: no segment rows; expected lines {_SEGMENT_FORM} after the # comments")
+            raise base.ReaderError(f"{seg}: no segment rows; expected lines {_SEGMENT_FORM} after the # comments")
         for ln, line in lines:
             self._row(next(csv.reader([line], skipinitialspace=True)), split, seg, ln)
 
@@ -186,13 +173,14 @@ class AudioSetReader(BaseReader):
     @staticmethod
     def read(args: argparse.Namespace) -> ReadResult:
         """Read the ontology, index the downloaded clips, then read every segment CSV."""
-        root = require_dir(Path(args.root), "AudioSet root")
-        classes, mid_to_name = _read_ontology(under(root, args.labels_csv))
-        audio_dir = require_dir(under(root, args.audio_dir), "AudioSet audio folder (clips named by YouTube id)")
+        root = base.require_dir(Path(args.root), "AudioSet root")
+        classes, mid_to_name = _read_ontology(base.under(root, args.labels_csv))
+        audio_dir = base.require_dir(base.under(root, args.audio_dir),
+                                     "AudioSet audio folder (clips named by YouTube id)")
         segments = _Segments(mid_to_name, _index_audioset_audio(audio_dir))
         for spec in args.segments:
             segments.read(spec, root)
-        dedupe_keys(segments.clips, [str(c.meta["ytid"]) for c in segments.clips])
+        base.dedupe_keys(segments.clips, [str(c.meta["ytid"]) for c in segments.clips])
         note = "splits from segment CSVs: " + ", ".join(args.segments)
         if segments.missing:
             note += "; clips not downloaded: " + ", ".join(f"{s} {n}" for s, n in sorted(segments.missing.items()))

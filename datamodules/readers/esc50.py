@@ -5,18 +5,8 @@ from __future__ import annotations
 import argparse
 from pathlib import Path
 
-from datamodules.readers.base import (
-    BaseReader,
-    Clip,
-    Failures,
-    ReadResult,
-    arg,
-    dedupe_keys,
-    malformed,
-    read_csv_rows,
-    require_dir,
-    sanitize_key,
-)
+from datamodules.readers import base
+from datamodules.readers.base import BaseReader, Clip, Failures, ReadResult, arg
 
 EXPECTED = "CSV with header filename,fold,target,category,esc10,src_file,take"
 _COLUMNS = ["filename", "fold", "target", "category"]
@@ -28,8 +18,8 @@ def _parse_rows(rows: list[tuple[int, dict]], meta: Path, esc10: bool, failures:
     good = []
     for ln, row in rows:
         fname = (row.get("filename") or "").strip()
-        key = sanitize_key(Path(fname).stem) if fname else f"line{ln}"
-        if malformed(row, _COLUMNS):
+        key = base.sanitize_key(Path(fname).stem) if fname else f"line{ln}"
+        if base.malformed(row, _COLUMNS):
             failures.add(key, "malformed_row", f"{meta}:{ln}: malformed row (wrong number of fields)")
             continue
         try:
@@ -65,10 +55,10 @@ class ESC50Reader(BaseReader):
     @staticmethod
     def read(args: argparse.Namespace) -> ReadResult:
         """Parse the metadata rows, build the target -> category vocabulary, then the clips."""
-        root = require_dir(Path(args.root), "ESC-50 root (meta/esc50.csv, audio/)")
+        root = base.require_dir(Path(args.root), "ESC-50 root (meta/esc50.csv, audio/)")
         meta = root / "meta" / "esc50.csv"
-        rows = read_csv_rows(meta, _COLUMNS, EXPECTED)
-        audio = require_dir(root / "audio", "ESC-50 audio folder")
+        rows = base.read_csv_rows(meta, _COLUMNS, EXPECTED)
+        audio = base.require_dir(root / "audio", "ESC-50 audio folder")
         failures = Failures()
         good = _parse_rows(rows, meta, args.esc10, failures)
         names: dict[int, str] = {}  # vocabulary: target -> category, the first spelling wins
@@ -88,6 +78,6 @@ class ESC50Reader(BaseReader):
                 clips.append(Clip(key, [cat], f"fold{fold}", str(path.resolve()), fold,
                                   {"filename": fname, "target": target, **extra}))
                 sources.append(fname)
-        dedupe_keys(clips, sources)
+        base.dedupe_keys(clips, sources)
         return ReadResult("esc10" if args.esc10 else "esc50", classes, False, clips, failures,
                           "official folds (split = fold<k>)")

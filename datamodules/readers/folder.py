@@ -7,22 +7,8 @@ import os
 from collections import defaultdict
 from pathlib import Path
 
-from datamodules.readers.base import (
-    SPLIT_FRACTION_ARGS,
-    BaseReader,
-    Clip,
-    Failures,
-    ReaderError,
-    ReadResult,
-    arg,
-    dedupe_keys,
-    read_name_list,
-    require_dir,
-    resolve_relative,
-    sanitize_key,
-    seeded_split_note,
-    stratified_split,
-)
+from datamodules.readers import base
+from datamodules.readers.base import BaseReader, Clip, Failures, ReadResult, arg
 
 #: Extensions collected by default (``.au`` is the original GTZAN format).
 FOLDER_EXTENSIONS = (".wav", ".flac", ".ogg", ".au")
@@ -36,7 +22,7 @@ def _split_name_from_file(path: str) -> str:
         return "val"
     if "test" in stem or "eval" in stem:
         return "test"
-    return sanitize_key(Path(path).stem)
+    return base.sanitize_key(Path(path).stem)
 
 
 def _parse_split_file_arg(value: str) -> tuple[str, str]:
@@ -69,7 +55,7 @@ def _class_files(root: Path, exts: set[str]) -> dict[str, list[Path]]:
         if found:
             files[d.name] = found
     if not files:
-        raise ReaderError(
+        raise base.ReaderError(
             f"{root}: no class folders with audio ({', '.join(sorted(exts))}) found; expected "
             "ROOT/<class>/<clip>.wav, e.g. genres/blues/blues.00000.wav"
         )
@@ -97,11 +83,11 @@ class _SplitFiles:
     def _assign(self, entry: str, split: str, where: str) -> None:
         hits, root = self._hits(entry), self.roots[1]
         if not hits:
-            self.failures.add(sanitize_key(entry), "missing_file",
+            self.failures.add(base.sanitize_key(entry), "missing_file",
                               f"{where}: {entry!r} listed for split {split!r} but no such audio file under {root}",
                               split=split)
         elif len(hits) > 1:
-            self.failures.add(sanitize_key(entry), "ambiguous_name",
+            self.failures.add(base.sanitize_key(entry), "ambiguous_name",
                               f"{where}: {entry!r} is ambiguous (matches {[self.sources[i] for i in hits]}); "
                               "give class/file", split=split)
         elif (c := self.clips[hits[0]]).split:
@@ -114,9 +100,9 @@ class _SplitFiles:
         """Read every ``FILE[:SPLIT]``; return the clips that got a split (the others are failures)."""
         for value in split_files:
             path_str, split = _parse_split_file_arg(value)
-            sf = resolve_relative(path_str, *self.roots)  # relative names: working directory, then the root(s)
+            sf = base.resolve_relative(path_str, *self.roots)  # relative names: working directory, then the root(s)
             expected = "a text file of clip names, one per line (e.g. blues.00000.wav)"
-            for ln, entry in read_name_list(sf, expected, sep="\t"):  # also "path<TAB>label" lists
+            for ln, entry in base.read_name_list(sf, expected, sep="\t"):  # also "path<TAB>label" lists
                 self._assign(entry, split, f"{sf}:{ln}")
         for c in self.clips:
             if not c.split:
@@ -153,13 +139,13 @@ class FolderReader(BaseReader):
         arg("--extensions", nargs="+", default=list(FOLDER_EXTENSIONS),
             help="audio file extensions to collect (default: %(default)s)"),
         arg("--name", default="folder", help="dataset name recorded in the output"),
-        *SPLIT_FRACTION_ARGS,
+        *base.SPLIT_FRACTION_ARGS,
     )
 
     @staticmethod
     def read(args: argparse.Namespace) -> ReadResult:
         """List the clips of every class folder, then split them by ``--split-files`` or a seeded split."""
-        given_root = require_dir(Path(args.root), "folder reader root (class folders, e.g. GTZAN genres/)")
+        given_root = base.require_dir(Path(args.root), "folder reader root (class folders, e.g. GTZAN genres/)")
         exts = {e.lower() if e.startswith(".") else "." + e.lower() for e in args.extensions}
         root = given_root / "genres" if (given_root / "genres").is_dir() else given_root  # GTZAN's parent
         files = _class_files(root, exts)
@@ -168,20 +154,20 @@ class FolderReader(BaseReader):
         for cls in classes:
             for f in files[cls]:
                 rel = f.relative_to(root).as_posix()
-                clips.append(Clip(key=sanitize_key(f.stem), labels=[cls], split="", path=str(f.resolve()),
+                clips.append(Clip(key=base.sanitize_key(f.stem), labels=[cls], split="", path=str(f.resolve()),
                                   meta={"relpath": rel}))
                 sources.append(rel)
-        dedupe_keys(clips, sources)
+        base.dedupe_keys(clips, sources)
         if args.split_files:
             splitter = _SplitFiles(clips, sources, (given_root, root), exts)
             clips = splitter.apply(args.split_files)
             return ReadResult(args.name, classes, False, clips, splitter.failures,
                               "splits from files: " + ", ".join(args.split_files))
-        assign = stratified_split({c.key: c.labels[0] for c in clips}, args.val_fraction, args.test_fraction,
+        assign = base.stratified_split({c.key: c.labels[0] for c in clips}, args.val_fraction, args.test_fraction,
                                   args.seed)
         for c in clips:
             c.split = assign[c.key]
-        note = seeded_split_note(args, "seeded stratified split per class") + (
+        note = base.seeded_split_note(args, "seeded stratified split per class") + (
             "; for GTZAN this is the leaky protocol: artists and recordings repeat across splits, so scores "
             "are optimistic (use --split-files for the fault-filtered split)")
         return ReadResult(args.name, classes, False, clips, Failures(), note)

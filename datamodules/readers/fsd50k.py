@@ -6,21 +6,8 @@ import argparse
 import csv
 from pathlib import Path
 
-from datamodules.readers.base import (
-    BaseReader,
-    Clip,
-    Failures,
-    ReaderError,
-    ReadResult,
-    arg,
-    dedupe_keys,
-    malformed,
-    read_csv_rows,
-    require_dir,
-    require_file,
-    sanitize_key,
-    split_labels,
-)
+from datamodules.readers import base
+from datamodules.readers.base import BaseReader, Clip, Failures, ReadResult, arg
 
 #: (ground-truth CSV, audio folder, whether the CSV has a split column)
 _PARTS = (("dev.csv", "FSD50K.dev_audio", True), ("eval.csv", "FSD50K.eval_audio", False))
@@ -28,7 +15,7 @@ _PARTS = (("dev.csv", "FSD50K.dev_audio", True), ("eval.csv", "FSD50K.eval_audio
 
 def _read_vocabulary(path: Path) -> list[str]:
     """Class names in index order from ``vocabulary.csv`` (no header: ``index,label,mid``)."""
-    require_file(path, "CSV without header: index,label,mid")
+    base.require_file(path, "CSV without header: index,label,mid")
     by_index: dict[int, str] = {}
     with open(path, newline="", encoding="utf-8-sig") as f:
         for ln, row in enumerate(csv.reader(f), 1):
@@ -37,14 +24,14 @@ def _read_vocabulary(path: Path) -> list[str]:
             try:
                 idx, label = int(row[0]), row[1].strip()
             except (ValueError, IndexError):
-                raise ReaderError(
+                raise base.ReaderError(
                     f"{path}:{ln}: row {row!r} is not 'index,label,mid' (the file has no header)"
                 ) from None
             if idx in by_index or not label:
-                raise ReaderError(f"{path}:{ln}: duplicate index {idx} or empty label")
+                raise base.ReaderError(f"{path}:{ln}: duplicate index {idx} or empty label")
             by_index[idx] = label
     if sorted(by_index) != list(range(len(by_index))) or not by_index:
-        raise ReaderError(f"{path}: indices must be 0..K-1 without gaps")
+        raise base.ReaderError(f"{path}: indices must be 0..K-1 without gaps")
     return [by_index[i] for i in range(len(by_index))]
 
 
@@ -52,16 +39,16 @@ def _row_clip(row: dict, ln: int, path: Path, adir: Path, has_split: bool, known
               failures: Failures) -> Clip | None:
     """The clip of one ground-truth row, or None (and a failure)."""
     fname = (row.get("fname") or "").strip()
-    key = sanitize_key(fname) if fname else f"{path.stem}-line{ln}"
+    key = base.sanitize_key(fname) if fname else f"{path.stem}-line{ln}"
     cols = ["fname", "labels", "split"] if has_split else ["fname", "labels"]
-    if malformed(row, cols) or not fname:
+    if base.malformed(row, cols) or not fname:
         failures.add(key, "malformed_row", f"{path}:{ln}: malformed row (wrong number of fields or empty fname)")
         return None
     split = row["split"].strip() if has_split else "test"
     if has_split and split not in ("train", "val"):
         failures.add(key, "malformed_row", f"{path}:{ln}: malformed row: split {split!r} is not train or val")
         return None
-    labels = split_labels(row["labels"])
+    labels = base.split_labels(row["labels"])
     unknown = [lb for lb in labels if lb not in known]
     if not labels or unknown:
         detail = f"{path}:{ln}: unknown label(s) {unknown!r}" if unknown else f"{path}:{ln}: no labels"
@@ -90,23 +77,23 @@ class FSD50KReader(BaseReader):
     @staticmethod
     def read(args: argparse.Namespace) -> ReadResult:
         """Read the vocabulary, then the clips of dev.csv (train/val) and eval.csv (test)."""
-        root = require_dir(Path(args.root), "FSD50K root (FSD50K.ground_truth/, FSD50K.dev_audio/, ...)")
+        root = base.require_dir(Path(args.root), "FSD50K root (FSD50K.ground_truth/, FSD50K.dev_audio/, ...)")
         gt = root / "FSD50K.ground_truth"
         classes = _read_vocabulary(gt / "vocabulary.csv")
         clips, sources, failures = [], [], Failures()
         for csv_name, audio_dir, has_split in _PARTS:
             path = gt / csv_name
             header = ["fname", "labels", "mids"] + (["split"] if has_split else [])
-            rows = read_csv_rows(path, ["fname", "labels"] + (["split"] if has_split else []),
+            rows = base.read_csv_rows(path, ["fname", "labels"] + (["split"] if has_split else []),
                                  "CSV with header " + ",".join(header))
             adir = root / audio_dir
             if not adir.is_dir():
-                raise ReaderError(f"FSD50K audio folder {str(adir)!r} does not exist (expected <fname>.wav there)")
+                raise base.ReaderError(f"FSD50K audio folder {str(adir)!r} does not exist (expected <fname>.wav there)")
             for ln, row in rows:
                 clip = _row_clip(row, ln, path, adir, has_split, set(classes), failures)
                 if clip is not None:
                     clips.append(clip)
                     sources.append(f"{csv_name}/{clip.meta['fname']}")
-        dedupe_keys(clips, sources)
+        base.dedupe_keys(clips, sources)
         return ReadResult("fsd50k", classes, True, clips, failures,
                           "official split: dev.csv train/val, eval.csv -> test")

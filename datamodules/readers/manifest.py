@@ -7,48 +7,34 @@ import os
 from collections import Counter
 from pathlib import Path
 
-from datamodules.readers.base import (
-    SPLIT_FRACTION_ARGS,
-    BaseReader,
-    Clip,
-    Failures,
-    ReaderError,
-    ReadResult,
-    arg,
-    dedupe_keys,
-    read_csv_rows,
-    read_name_list,
-    sanitize_key,
-    seeded_split_note,
-    split_labels,
-    stratified_split,
-)
+from datamodules.readers import base
+from datamodules.readers.base import BaseReader, Clip, Failures, ReadResult, arg
 
 EXPECTED = "CSV with header path,labels[,split][,fold]"
 
 
 def _read_classes(path: str) -> list[str]:
     """Class names of ``--classes``: one unique name per line, in index order."""
-    classes = [name for _ln, name in read_name_list(Path(path), "a text file of class names, one per line")]
+    classes = [name for _ln, name in base.read_name_list(Path(path), "a text file of class names, one per line")]
     if not classes or len(set(classes)) != len(classes):
-        raise ReaderError(
+        raise base.ReaderError(
             f"{Path(path)}: expected one unique class name per line, got {len(classes)} names "
             f"({len(classes) - len(set(classes))} duplicated)"
         )
     return classes
 
 
-def _row_clip(row: dict, ln: int, manifest: Path, base: Path, known: set[str] | None,
+def _row_clip(row: dict, ln: int, manifest: Path, folder: Path, known: set[str] | None,
               failures: Failures) -> tuple[Clip, str] | None:
     """(clip, its path as written) of one manifest row, or None (and a failure)."""
     rel = (row.get("path") or "").strip()
-    key = sanitize_key(os.path.splitext(rel)[0]) if rel else f"line{ln}"
+    key = base.sanitize_key(os.path.splitext(rel)[0]) if rel else f"line{ln}"
     where = f"{manifest}:{ln}"
     if None in row or row.get("labels") is None or not rel:
         failures.add(key, "malformed_row",
                      f"{where}: malformed row (wrong number of fields or empty path); expected {EXPECTED}")
         return None
-    labels = list(dict.fromkeys(split_labels(row["labels"])))
+    labels = list(dict.fromkeys(base.split_labels(row["labels"])))
     if not labels:
         failures.add(key, "no_label", f"{where}: no labels")
         return None
@@ -62,7 +48,7 @@ def _row_clip(row: dict, ln: int, manifest: Path, base: Path, known: set[str] | 
         failures.add(key, "malformed_row", f"{where}: malformed row: fold {fold_str!r} not an integer")
         return None
     split = (row.get("split") or "").strip() or (f"fold{fold}" if fold is not None else "")
-    path = Path(rel) if os.path.isabs(rel) else base / rel
+    path = Path(rel) if os.path.isabs(rel) else folder / rel
     if not path.is_file():
         failures.add(key, "missing_file", "audio file not found", str(path), split or None)
         return None
@@ -99,19 +85,19 @@ class CSVReader(BaseReader):
         arg("--multilabel", action=argparse.BooleanOptionalAction, default=None,
             help="multi-label or multi-class (default: multi-label iff a row has >1 label)"),
         arg("--name", default=None, help="dataset name (default: the manifest's file stem)"),
-        *SPLIT_FRACTION_ARGS,
+        *base.SPLIT_FRACTION_ARGS,
     )
 
     @staticmethod
     def read(args: argparse.Namespace) -> ReadResult:
         """Parse the rows, settle multi-label and the vocabulary, then split the rows without a split."""
         manifest = Path(args.root)
-        rows = read_csv_rows(manifest, ["path", "labels"], EXPECTED)
-        base = manifest.resolve().parent
+        rows = base.read_csv_rows(manifest, ["path", "labels"], EXPECTED)
+        folder = manifest.resolve().parent
         classes = _read_classes(args.classes) if args.classes else None
         known = set(classes) if classes is not None else None
         failures = Failures()
-        parsed = [p for ln, row in rows if (p := _row_clip(row, ln, manifest, base, known, failures))]
+        parsed = [p for ln, row in rows if (p := _row_clip(row, ln, manifest, folder, known, failures))]
         any_multi = any(len(c.labels) > 1 for c, _rel in parsed)
         multilabel = any_multi if args.multilabel is None else args.multilabel
         if not multilabel and any_multi:
@@ -119,15 +105,15 @@ class CSVReader(BaseReader):
         clips = [c for c, _rel in parsed]
         if classes is None:
             classes = sorted({lb for c in clips for lb in c.labels})
-        dedupe_keys(clips, [rel for _c, rel in parsed])
+        base.dedupe_keys(clips, [rel for _c, rel in parsed])
         note = "splits from the manifest"
         unsplit = [c for c in clips if not c.split]
         if unsplit:
             freq = Counter(lb for c in clips for lb in c.labels)
             strata = {c.key: min(c.labels, key=lambda lb: (freq[lb], lb)) for c in unsplit}
-            assign = stratified_split(strata, args.val_fraction, args.test_fraction, args.seed)
+            assign = base.stratified_split(strata, args.val_fraction, args.test_fraction, args.seed)
             for c in unsplit:
                 c.split = assign[c.key]
-            note = f"{len(clips) - len(unsplit)} rows split by the manifest; " + seeded_split_note(
+            note = f"{len(clips) - len(unsplit)} rows split by the manifest; " + base.seeded_split_note(
                 args, f"{len(unsplit)} by a seeded split stratified by rarest label")
-        return ReadResult(args.name or sanitize_key(manifest.stem), classes, multilabel, clips, failures, note)
+        return ReadResult(args.name or base.sanitize_key(manifest.stem), classes, multilabel, clips, failures, note)
