@@ -1,6 +1,6 @@
-"""Full-ranking top-K evaluation for recommendation: Precision, Recall and NDCG at K (issue 6, item 3).
+"""Full-ranking top-K evaluation for recommendation: Precision, Recall and NDCG at K.
 
-Protocol (../shared/notes/recsys-protocol.md): every item is scored for each evaluated user; the
+Protocol (as LightGCN, MMRec and RecBole's full sort): every item is scored for each evaluated user; the
 caller masks the user's training items (and validation items at test time) with -inf; only users with
 at least one target item are counted; Precision@K = hits/K, Recall@K = hits/|targets|,
 NDCG@K = DCG/IDCG with the ideal DCG over min(K, |targets|) (never over the predicted list).
@@ -9,7 +9,7 @@ Why not PyG's LinkPred metrics directly: they take a top-k index matrix and sear
 one ``searchsorted`` per metric object; computing all of P/R/NDCG at four K from one top-50 selection
 and a dense ``[B, I]`` target mask is simpler and as fast. The test suite checks that the two agree
 (`tests/test_recsys_metrics.py`). States are sums with ``dist_reduce_fx="sum"`` and every user lives on
-exactly one rank (`datamodules.recsys.UserBatches`), so the DDP reduction is exact.
+exactly one rank (``datamodules.recsys.UserBatches``), so the DDP reduction is exact.
 
 Ties are broken deterministically: higher score first, then lower item index (`topk_ranked`), so a
 brute-force reference (``np.lexsort``) reproduces the ranking exactly.
@@ -21,6 +21,8 @@ from collections.abc import Sequence
 
 import torch
 from torchmetrics import Metric
+
+from audiognn.data.recgraph import csr_row_pairs
 
 
 def topk_ranked(scores: torch.Tensor, k: int) -> torch.Tensor:
@@ -91,16 +93,16 @@ class TopKMetrics(Metric):
         return out
 
 
+def pairs_to_dense(pairs: torch.Tensor, shape) -> torch.Tensor:
+    """Dense bool mask of ``shape`` ``[B, num_cols]``, True at the (row, column) ``pairs`` ``[2, n]``."""
+    out = torch.zeros(tuple(shape), dtype=torch.bool, device=pairs.device)
+    out[pairs[0], pairs[1]] = True
+    return out
+
+
 def csr_rows_to_dense(indptr: torch.Tensor, indices: torch.Tensor, rows: torch.Tensor, num_cols: int) -> torch.Tensor:
     """Dense ``[B, num_cols]`` bool mask of the CSR rows ``rows`` ``[B]``."""
-    start, end = indptr[rows], indptr[rows + 1]
-    counts = end - start  # [B]
-    r = torch.repeat_interleave(torch.arange(len(rows), device=rows.device), counts)
-    offs = torch.arange(int(counts.sum()), device=rows.device) - torch.repeat_interleave(counts.cumsum(0) - counts, counts)
-    cols = indices[torch.repeat_interleave(start, counts) + offs]
-    out = torch.zeros(len(rows), num_cols, dtype=torch.bool, device=rows.device)
-    out[r, cols] = True
-    return out
+    return pairs_to_dense(csr_row_pairs(indptr, indices, rows), (len(rows), num_cols))
 
 
 @torch.no_grad()

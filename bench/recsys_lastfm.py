@@ -1,7 +1,8 @@
-"""Benchmark: MostPop, BPR-MF, NGCF, LightGCN and MM-GNN on Last.fm 2K (issue 6, item 6).
+"""Benchmark: MostPop, BPR-MF, NGCF, LightGCN and MM-GNN (Ziaoddini, *Socially Aware Music Recommendation: a
+Multi-Modal GNN*) on Last.fm 2K.
 
     python bench/recsys_lastfm.py                      # the five models (default budget below)
-    python bench/recsys_lastfm.py --ablations          # + MM-GNN ablations (seed 002 Table 3)
+    python bench/recsys_lastfm.py --ablations          # + MM-GNN ablations (the paper's Table 3)
     python bench/recsys_lastfm.py --models lightgcn --budget-min 6
 
 Protocol: seeded per-user random 8:1:1 split (seed 2020), full ranking of all 17,632 artists with the
@@ -45,7 +46,7 @@ from audiognn.recsys_metrics import evaluate_full_ranking  # noqa: E402
 from audiognn.tasks.recommender import Recommender  # noqa: E402
 from datamodules.recsys import RecDataModule  # noqa: E402
 
-# RecBole-GNN, Last.fm 2K, random 8:1:1, full ranking, @10 (Recall, NDCG) — ../shared/notes/recsys-protocol.md
+# RecBole-GNN's published figures, Last.fm 2K, random 8:1:1, full ranking, @10 (Recall, NDCG)
 RECBOLE = {"BPR-MF": (0.1761, 0.1674), "NGCF": (0.1960, 0.1898), "LightGCN": (0.2064, 0.1972)}
 
 MODELS = {
@@ -65,7 +66,8 @@ ABLATIONS = {
 
 
 def run_model(name, factory, dm, args, workdir):
-    rec = Recommender(factory, lr=args.lr, reg_weight=args.reg)
+    rec = Recommender(factory, rec_graph=dm.rec_graph, optimizer=functools.partial(torch.optim.Adam, lr=args.lr),
+                      reg_weight=args.reg)
     ckpt = ModelCheckpoint(dirpath=os.path.join(workdir, name.replace(" ", "_").replace("/", "")),
                            monitor="val/recall@20", mode="max", save_top_k=1)
     budget = args.lightgcn_budget_min if name == "LightGCN" else args.budget_min
@@ -144,7 +146,7 @@ def main(argv=None):
     p.add_argument("--root", default=os.path.join(os.path.dirname(__file__), "..", "..", "shared", "data",
                                                   "hetrec2011-lastfm-2k"))
     p.add_argument("--models", nargs="+", default=list(MODELS), choices=list(MODELS))
-    p.add_argument("--ablations", action="store_true", help="also run MM-GNN's ablations (seed 002 Table 3)")
+    p.add_argument("--ablations", action="store_true", help="also run MM-GNN's ablations (the paper's Table 3)")
     p.add_argument("--budget-min", type=float, default=2.5, help="training wall-time budget per model, minutes")
     p.add_argument("--lightgcn-budget-min", type=float, default=5.0,
                    help="LightGCN's budget (the R@10 >= 0.19 goal: 0.1972 in 5 min / 124 epochs at lr 0.003)")
@@ -152,7 +154,7 @@ def main(argv=None):
     p.add_argument("--val-every", type=int, default=3)
     p.add_argument("--batch-size", type=int, default=2048)
     p.add_argument("--lr", type=float, default=0.003)
-    p.add_argument("--reg", type=float, default=1e-5, help="λ2 (seed 002 §5.3: 1e-5)")
+    p.add_argument("--reg", type=float, default=1e-5, help="λ2 (the paper's §5.3: 1e-5)")
     p.add_argument("--seed", type=int, default=2020)
     p.add_argument("--threads", type=int, default=2)
     p.add_argument("--loop-users", type=int, default=300, help="users for the per-user loop evaluator")
@@ -189,7 +191,7 @@ def main(argv=None):
                 _, abl[name] = run_model(name, functools.partial(MMGNN, embedding_dim=64, num_layers=2, init_std=0.01, **kw),
                                          dm, args, work)
                 print(f"  {name}: R@10 {abl[name]['R@10']:.4f} R@20 {abl[name]['R@20']:.4f}", flush=True)
-            print("\nMM-GNN ablations (seed 002 Table 3; Last.fm there: R@50 0.065 full, 0.054 w/o Social, "
+            print("\nMM-GNN ablations (the paper's Table 3; Last.fm there: R@50 0.065 full, 0.054 w/o Social, "
                   "0.059 w/o Mutual, 0.061 w/o Emotion — on a different, larger Last.fm set):")
             print(table(abl, with_recbole=False))
     ref_name = "LightGCN" if "LightGCN" in recs else next(iter(recs))

@@ -1,4 +1,5 @@
-"""Song-embedding plots of seed 002 Figs. 2-3 for any `audiognn.tasks.recommender.Recommender`.
+"""Song-embedding plots of Ziaoddini, *Socially Aware Music Recommendation: a Multi-Modal GNN*, Figs. 2-3, for
+any `audiognn.tasks.recommender.Recommender` (through its public ``embeddings()``).
 
 Fig. 2: the song embeddings projected to 2-D by t-SNE, coloured by k-means cluster (10 clusters in the
 paper), cluster centroids marked with a black "X". Fig. 3: a user-cluster × song-cluster heat map of
@@ -20,7 +21,6 @@ from __future__ import annotations
 import os
 
 import numpy as np
-import torch
 from lightning import Callback
 from lightning.pytorch.loggers import WandbLogger
 from lightning.pytorch.utilities import rank_zero_only
@@ -94,6 +94,18 @@ def _make_plots(plt, KMeans, TSNE, normalize, user_emb, item_emb, users, items, 
 
 
 class EmbeddingPlots(Callback):
+    """Writes the song t-SNE and the user × song cluster heat map (see the module docstring) at the end of fit
+    and/or test.
+
+    Args:
+        dirpath: output directory. (default: ``None``: ``<log_dir or default_root_dir>/plots``)
+        song_clusters: k-means clusters of songs (the paper's Fig. 2: 10). (default: ``10``)
+        user_clusters: k-means clusters of users. (default: ``5``)
+        max_songs: most played songs shown by t-SNE. (default: ``2000``)
+        on_fit_end, on_test_end: when to plot. (default: both)
+        seed: k-means and t-SNE seed. (default: ``0``)
+    """
+
     def __init__(self, dirpath: str | None = None, song_clusters: int = 10, user_clusters: int = 5,
                  max_songs: int = 2000, on_fit_end: bool = True, on_test_end: bool = True, seed: int = 0):
         self.dirpath, self.song_clusters, self.user_clusters = dirpath, song_clusters, user_clusters
@@ -102,18 +114,11 @@ class EmbeddingPlots(Callback):
 
     @rank_zero_only
     def _run(self, trainer, pl_module, stage: str) -> None:
-        model = pl_module.model
-        was_training = model.training
-        model.eval()
-        with torch.no_grad():
-            user, item = model.user_item_embeddings()
-        model.train(was_training)
-        dm = trainer.datamodule
-        tr = dm.split == 0
+        emb = pl_module.embeddings()  # Recommender.embeddings: user [U, d], item [I, d], training pairs [2, E]
+        users, items = emb.interactions.cpu().numpy()
         outdir = self.dirpath or os.path.join(trainer.log_dir or trainer.default_root_dir, "plots")
-        self.last_paths = make_plots(user.float().cpu().numpy(), item.float().cpu().numpy(), dm.data.user[tr],
-                                     dm.data.item[tr], outdir, stage, self.song_clusters, self.user_clusters,
-                                     self.max_songs, self.seed)
+        self.last_paths = make_plots(emb.user.float().cpu().numpy(), emb.item.float().cpu().numpy(), users, items,
+                                     outdir, stage, self.song_clusters, self.user_clusters, self.max_songs, self.seed)
         for lg in trainer.loggers:
             if isinstance(lg, WandbLogger):
                 for name, path in self.last_paths.items():

@@ -8,9 +8,9 @@ import pytest
 import torch
 from torch_geometric.nn import LGConv
 
-from audiognn.models.recsys_baselines import sym_spmm
-from audiognn.recsys_io import read_modality, write_modality
-from datamodules.recsys import BPRTriples, RecData, RecDataModule, read_table, split_interactions
+from audiognn.data.modality_file import read_modality, write_modality
+from audiognn.graph.sparse_propagation import sym_spmm
+from datamodules.recsys import BPRTriples, RecData, RecDataModule, RecGraph, read_table, split_interactions
 
 # ../shared/data beside the repository (as on the developers' machines and in CI)
 LASTFM = str(Path(__file__).resolve().parents[2] / "shared" / "data" / "hetrec2011-lastfm-2k")
@@ -65,6 +65,50 @@ def test_split_and_training_graph_hold_no_eval_edge(cold):
         # per-user 8:1:1 with RecBole rounding: 14 interactions -> 12 / 1 / 1
         counts = np.stack([np.bincount(dm.data.user[dm.split == c], minlength=U) for c in range(3)])
         assert (counts[:, 0] == [12, 1, 1]).all() and (counts.T == [12, 1, 1]).all()
+
+
+def test_rec_graph_is_read_on_first_access_and_described_by_sizes_only():
+    dm = RecDataModule.from_data(planted(), cold_item_fraction=0.1, seed=3)
+    assert dm.data is None
+    g = dm.rec_graph  # what train.py's link reads right after instantiating the DataModule
+    assert dm.data is not None and g is dm.graph
+    desc = g.describe()
+    flat = str(desc)
+    assert "tensor" not in flat.lower() and len(flat) < 300
+    p = RecGraph.placeholder(desc)
+    assert p.describe() == desc
+    assert p.train_edge_index.shape == g.train_edge_index.shape
+    assert p.social_edge_index.shape == g.social_edge_index.shape
+    assert p.modalities["text"][0].shape == g.modalities["text"][0].shape
+    assert p.emotion[0].shape == g.emotion[0].shape
+
+
+def batch_pairs(batch, key):
+    """(user, item) pairs of an evaluation batch's ``key`` ([2, n] positions in the batch and items)."""
+    users = batch["users"].tolist()
+    return {(users[r], i) for r, i in batch[key].T.tolist()}
+
+
+def test_eval_batches_carry_masks_targets_and_cold_candidates():
+    dm = RecDataModule.from_data(planted(), cold_item_fraction=0.1, seed=3, eval_batch_size=7)
+    dm.setup()
+    train, val, test, cold = (pairs(dm, c) for c in range(4))
+    cold_items = torch.zeros(dm.data.num_items, dtype=torch.bool)
+    cold_items[dm.data.item[dm.split == 3]] = True
+    val_loader = dm.val_dataloader()
+    test_loader, cold_loader = dm.test_dataloader()
+    for loader, target, masked in ((val_loader, val, train), (test_loader, test, train | val),
+                                   (cold_loader, cold, train | val)):
+        seen = []
+        for b in loader:
+            users = b["users"].tolist()
+            seen += users
+            assert batch_pairs(b, "exclude") == {(u, i) for u, i in masked if u in users}
+            assert batch_pairs(b, "target") == {(u, i) for u, i in target if u in users}
+            assert ("candidates" in b) == (loader is cold_loader)
+            if "candidates" in b:
+                assert torch.equal(b["candidates"], cold_items)
+        assert seen == sorted({u for u, _ in target})
 
 
 def test_split_is_seeded():

@@ -105,7 +105,8 @@ def test_rank_split_and_sum_reduction_are_exact():
 
     scores, targets = random_case(5, users=41)
     users = np.arange(41)
-    parts = [np.concatenate([b.numpy() for b in UserBatches(users, 4, rank=r, world_size=3)]) for r in range(3)]
+    parts = [np.concatenate([b["users"].numpy() for b in UserBatches(users, 4, rank=r, world_size=3)])
+             for r in range(3)]
     assert sorted(np.concatenate(parts).tolist()) == users.tolist()
     full, ranks = TopKMetrics(KS), [TopKMetrics(KS) for _ in parts]
     full.update(torch.from_numpy(scores), torch.from_numpy(targets))

@@ -8,11 +8,16 @@ import numpy as np
 import pytest
 import torch
 
+from audiognn.checkpoint import load_checkpoint
 from audiognn.models.mmgnn import MMGNN, mutual_learning_loss
 from audiognn.models.recsys_baselines import BPRMF, NGCF, VBPR, LightGCN, MostPop
 from audiognn.tasks.recommender import Recommender
 from datamodules.recsys import RecDataModule
 from tests.test_recsys_data import LASTFM, planted
+
+
+def _adam(lr):
+    return functools.partial(torch.optim.Adam, lr=lr)
 
 
 def _dm(data=None, **kw):
@@ -74,7 +79,7 @@ def test_missing_modalities_give_finite_embeddings_and_absent_modality_is_droppe
 
 
 def _fit(model_fn, dm, epochs, lr=1e-2, **trainer_kw):
-    rec = Recommender(model_fn, lr=lr)
+    rec = Recommender(model_fn, rec_graph=dm.rec_graph, optimizer=_adam(lr))
     tr = L.Trainer(max_epochs=epochs, logger=False, enable_checkpointing=False, enable_progress_bar=False,
                    enable_model_summary=False, num_sanity_val_steps=0, check_val_every_n_epoch=epochs,
                    **trainer_kw)
@@ -107,39 +112,69 @@ def test_baselines_fit_and_test_with_cold_split(cls):
 def test_lightgcn_learns_planted_groups_and_eval_masks_train_items():
     dm = _dm()
     rec, tr = _fit(functools.partial(LightGCN, embedding_dim=16, num_layers=2), dm, epochs=12, lr=5e-2)
-    users = torch.arange(dm.data.num_users)
-    s = rec.scores(users, "test")
-    train = rec._rows("train", users) | rec._rows("val", users)
-    assert torch.isneginf(s[train]).all() and torch.isfinite(s[~train]).all()
+    test_loader = dm.test_dataloader()
+    for batch in test_loader:  # the test batches mask training and validation items with -inf, nothing else
+        s = rec.rank_scores(batch)
+        train = torch.zeros_like(s, dtype=torch.bool)
+        for r, u in enumerate(batch["users"].tolist()):
+            train[r, dm.csr("train")[1][dm.csr("train")[0][u]:dm.csr("train")[0][u + 1]]] = True
+            train[r, dm.csr("val")[1][dm.csr("val")[0][u]:dm.csr("val")[0][u + 1]]] = True
+        assert torch.isneginf(s[train]).all() and torch.isfinite(s[~train]).all()
     # 12 of a user's 14 items are from its group of 30; the val item is one of 108 unseen candidates:
     # chance recall@10 ~ 0.09, a perfect group model ~ (12/14)(10/18) ~ 0.48
     assert float(tr.callback_metrics["val/recall@10"]) > 0.25
 
 
-def test_recommender_from_lightning_cli(tmp_path):
-    from lightning.pytorch.cli import LightningCLI
+def test_recommender_from_lightning_cli_and_its_checkpoint_alone(tmp_path):
+    """train.py links the DataModule's rec_graph into the Recommender; the checkpoint loads without data."""
+    from train import cli_main
 
     d = planted()
     np.savetxt(tmp_path / "inter.csv", np.stack([d.user, d.item], 1), fmt="%d", delimiter=",",
                header="user,item", comments="")
-    cli = LightningCLI(
-        L.LightningModule, L.LightningDataModule, subclass_mode_model=True, subclass_mode_data=True,
-        run=False, save_config_callback=None,
-        args=["--model=audiognn.tasks.recommender.Recommender",
-              "--model.model=audiognn.models.recsys_baselines.LightGCN", "--model.model.num_layers=2",
-              "--data=datamodules.recsys.RecDataModule", "--data.reader=table",
-              f"--data.interactions={tmp_path / 'inter.csv'}", "--data.batch_size=256",
-              "--trainer.max_epochs=2", "--trainer.logger=false", "--trainer.enable_progress_bar=false",
-              f"--trainer.default_root_dir={tmp_path}"])
+    cli = cli_main(
+        ["--model=audiognn.tasks.recommender.Recommender",
+         "--model.model=audiognn.models.recsys_baselines.LightGCN", "--model.model.num_layers=2",
+         "--data=datamodules.recsys.RecDataModule", "--data.reader=table",
+         f"--data.interactions={tmp_path / 'inter.csv'}", "--data.batch_size=256",
+         "--trainer.max_epochs=2", "--trainer.logger=false", "--trainer.enable_progress_bar=false",
+         f"--trainer.default_root_dir={tmp_path}"], run=False)
     cli.trainer.fit(cli.model, cli.datamodule)
     assert isinstance(cli.model.model, LightGCN) and cli.model.model.num_layers == 2
     assert "val/recall@20" in cli.trainer.callback_metrics
+    cli.trainer.save_checkpoint(tmp_path / "cli.ckpt")
+    _assert_loads_alone(cli.model, tmp_path / "cli.ckpt")
+
+
+def _assert_loads_alone(rec, path):
+    """``Recommender.load_from_checkpoint(path)`` with no data and no model argument scores like ``rec``."""
+    hp = load_checkpoint(path)["hyper_parameters"]  # weights-only load: primitives and containers only
+    assert len(str(hp)) < 2000 and not any(isinstance(v, torch.Tensor) for v in hp.values())
+    loaded = Recommender.load_from_checkpoint(path, map_location="cpu")
+    assert type(loaded.model) is type(rec.model)
+    users = torch.arange(rec.model.num_users)
+    rec.model.eval()
+    rec._eval_cache = None
+    assert torch.equal(loaded.eval().score_users(users), rec.score_users(users))
+    return loaded
+
+
+@pytest.mark.parametrize("cls", [MostPop, BPRMF, VBPR, NGCF, LightGCN, MMGNN])
+def test_checkpoint_loads_without_datamodule_and_tests_the_same(cls, tmp_path):
+    dm = _dm(cold_item_fraction=0.1)
+    rec, tr = _fit(functools.partial(cls, embedding_dim=16) if cls is not MostPop else cls, dm, epochs=1)
+    tr.save_checkpoint(tmp_path / "m.ckpt")
+    before = tr.test(rec, dm, verbose=False)
+    loaded = _assert_loads_alone(rec, tmp_path / "m.ckpt")
+    after = L.Trainer(logger=False, enable_progress_bar=False, enable_model_summary=False).test(
+        loaded, dm, verbose=False)
+    assert after == before
 
 
 @pytest.mark.skipif(not os.path.isdir(LASTFM), reason="Last.fm 2K not available")
 def test_short_lightgcn_fit_on_lastfm_improves_recall_over_init():
     dm = RecDataModule(root=LASTFM, use_tags=False, emotion_from_tags=False, batch_size=4096, eval_batch_size=2048)
-    rec = Recommender(functools.partial(LightGCN, num_layers=2), lr=1e-2)
+    rec = Recommender(functools.partial(LightGCN, num_layers=2), rec_graph=dm.rec_graph, optimizer=_adam(1e-2))
     tr = L.Trainer(max_epochs=2, logger=False, enable_checkpointing=False, enable_progress_bar=False,
                    enable_model_summary=False, num_sanity_val_steps=0, limit_val_batches=1)
     before = tr.validate(rec, dm, verbose=False)[0]["val/recall@10"]

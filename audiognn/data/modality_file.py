@@ -1,4 +1,4 @@
-"""The per-item modality file format read by `datamodules.recsys.RecDataModule` (issue 6, item 4).
+"""The per-item modality file format of the recommender (read by `datamodules.recsys.RecDataModule`).
 
 A modality file is an ``.npz`` archive with two arrays:
 

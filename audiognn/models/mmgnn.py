@@ -1,35 +1,34 @@
-"""MM-GNN: socially aware multi-modal music recommendation (seed 002, Ziaoddini, §4.2-4.3, eqs. 2-6).
+r"""MM-GNN, from Ziaoddini, *Socially Aware Music Recommendation: a Multi-Modal GNN* (§4.2-4.3, eqs. 2-6).
 
-For each modality m (text/lyrics, audio, visual, ... — whatever `RecGraph.modalities` holds — and, by
-default, an item-ID pseudo-modality) an independent LightGCN-style GNN propagates over the user-song
-training graph (eq. 2) with layer weights 1/(l+1): e_m = Σ_l e_m^(l) / (l+1). A social GNN does the
-same over the friendship graph (eq. 3). Users are fused (eq. 4), songs are a weighted sum (eq. 5):
+For each modality m (text/lyrics, audio, visual, ... — whatever `RecGraph.modalities` holds — and, by default,
+an item-ID pseudo-modality) an independent LightGCN-style GNN propagates over the user-song training graph
+(eq. 2) with layer weights 1/(l+1). A social GNN does the same over the friendship graph (eq. 3). Users are
+fused (eq. 4), songs are a weighted sum (eq. 5), and the score is their inner product.
 
-    e_u = σ(W_u [e_u,m1 ⊕ ... ⊕ e_u,mM ⊕ e_u,soc])          ŷ_ui = e_uᵀ e_i
-    e_i = Σ_m α_m e_i,m
-
-Loss (in `aux_losses`; BPR on ŷ and λ2 L2 are added by the Recommender): λ1 · L_ML (eq. 6, symmetric KL
-between the modalities' softened score distributions, λ1 = 0.5, §5.3) + a BPR loss per modality
-(Fig. 1's L_lyrics, L_audio, L_visual; weight ``modality_bpr_weight``).
+Loss (in `MMGNN.aux_losses`; BPR on ŷ and λ2 L2 are added by the Recommender): λ1 · L_ML (eq. 6, symmetric KL
+between the modalities' softened score distributions, λ1 = 0.5, §5.3) + a BPR loss per modality (Fig. 1's
+L_lyrics, L_audio, L_visual; weight ``modality_bpr_weight``).
 
 Where the paper is vague, and what we chose:
-- Item input of a feature modality: Linear(D_m → d) of the pre-extracted feature (eq. 1); an item
-  *missing* the modality gets a learned per-modality "missing" vector instead, so every item has a
-  finite embedding and propagation fills it from its listeners. A modality absent for every item is
-  dropped from the model (it carries no information; a warning says so).
-- Users start from per-modality ID embeddings (the paper's "initial user embeddings e_u"); songs may
-  also have an ID pseudo-modality (``use_id_modality``): with audio and images absent (Last.fm 2K) the
-  tag text alone covers 69% of the artists, and every GNN recommender of Table 2 has ID embeddings.
+
+- Item input of a feature modality: Linear(D_m → d) of the pre-extracted feature (eq. 1); an item *missing* the
+  modality gets a learned per-modality "missing" vector instead, so every item has a finite embedding and
+  propagation fills it from its listeners. A modality absent for every item is dropped from the model (it
+  carries no information; a warning says so).
+- Users start from per-modality ID embeddings (the paper's "initial user embeddings e_u"); songs may also have
+  an ID pseudo-modality (``use_id_modality``): with audio and images absent (Last.fm 2K) the tag text alone
+  covers 69% of the artists, and every GNN recommender of the paper's Table 2 has ID embeddings.
+- AGGREGATE of eqs. 2-3 is the symmetric normalised sum :math:`\hat{A}` of LightGCN.
 - σ in eq. 4 is not named: ``user_activation`` (default "tanh"; "identity", "sigmoid", "leaky_relu").
 - α, β, γ of eq. 5 are learnable scalars initialised to 1/M.
-- "Softened prediction probability distribution" (eq. 6): for each user of the batch, a softmax with
-  temperature ``temperature`` over the scores of ``ml_candidates`` candidate items shared by the batch
-  (the first C/2 positives and negatives of the shuffled batch; all 2B cost O(B²) and dominated the
-  step time); items missing either modality of a pair are excluded from that pair's distributions.
-  L_ML = Σ_{m1<m2} KL(P1‖P2) + KL(P2‖P1), averaged over users, times T² (Hinton et al.).
-- Emotion-aware embeddings (§3.3, no equation): an item's emotion vector is projected to d and added
-  through a sigmoid gate g = σ(W_g [e_i ⊕ h_i]); a user's emotion profile is the mean over their
-  training songs and, for community emotion, their friends' profiles, gated into e_u the same way.
+- "Softened prediction probability distribution" (eq. 6): for each user of the batch, a softmax with temperature
+  ``temperature`` over the scores of ``ml_candidates`` candidate items shared by the batch (the first C/2
+  positives and negatives of the shuffled batch; all 2B cost O(B²) and dominated the step time); items missing
+  either modality of a pair are excluded from that pair's distributions. L_ML = Σ_{m1<m2} KL(P1‖P2) + KL(P2‖P1),
+  averaged over users, times T² (Hinton et al.).
+- Emotion-aware embeddings (§3.3, no equation): an item's emotion vector is projected to d and added through a
+  sigmoid gate g = σ(W_g [e_i ⊕ h_i]); a user's emotion profile is the mean over their training songs and, for
+  community emotion, their friends' profiles, gated into e_u the same way.
 """
 
 from __future__ import annotations
@@ -40,18 +39,35 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from audiognn.models.recsys_baselines import RecModel, RecOutput, light_propagate
+from audiognn.data.recgraph import RecGraph, row_mean_adjacency
+from audiognn.graph.sparse_propagation import light_propagate
+from audiognn.models.recsys_base import RecModel, RecOutput
 
 log = logging.getLogger(__name__)
+
+ACTIVATIONS = {"tanh": torch.tanh, "sigmoid": torch.sigmoid, "identity": lambda x: x,
+               "leaky_relu": lambda x: F.leaky_relu(x, 0.2)}
 
 
 def mutual_learning_loss(scores: list[torch.Tensor], valid: list[torch.Tensor] | None = None,
                          temperature: float = 1.0) -> torch.Tensor:
-    """Seed 002 eq. 6: Σ_{m1≠m2} KL(P_m1 ‖ P_m2) over unordered pairs counted both ways.
+    r"""Deep mutual learning between modalities (Ziaoddini, eq. 6), over unordered pairs counted both ways:
 
-    scores: M tensors ``[B, C]`` (per-modality scores of C candidate items per user);
-    valid: M bool tensors ``[B, C]`` or ``[C]`` (candidate present in modality m), or None.
-    Returns a scalar: 0 when all modalities give the same distributions, > 0 otherwise.
+    .. math::
+        \mathcal{L}_{ML} = T^2 \sum_{m_1 < m_2} \mathrm{KL}(P_{m_1} \| P_{m_2}) + \mathrm{KL}(P_{m_2} \| P_{m_1}),
+        \qquad P_m = \mathrm{softmax}(s_m / T)
+
+    averaged over the B users; candidates invalid in either modality of a pair are left out of that pair's
+    distributions. 0 when all modalities give the same distributions, > 0 otherwise.
+
+    Args:
+        scores (list[torch.Tensor]): M per-modality scores of C candidate items per user.
+        valid (list[torch.Tensor], optional): M bool masks (candidate present in modality m). (default: ``None``)
+        temperature (float, optional): T. (default: ``1.0``)
+
+    Shapes:
+        - **input:** scores M × ``[B, C]``, valid M × ``[B, C]`` or ``[C]``
+        - **output:** scalar
     """
     total = scores[0].new_zeros(())
     for a in range(len(scores)):
@@ -80,36 +96,81 @@ class _Gate(nn.Module):
 
 
 class MMGNN(RecModel):
-    """See the module docstring. Ablations: ``use_social``, ``mutual_learning``, ``use_emotion``,
-    ``modalities`` (names from the graph plus "id"; None = all present ones), ``use_id_modality``."""
+    r"""MM-GNN, from Ziaoddini, *Socially Aware Music Recommendation: a Multi-Modal GNN* (see the module
+    docstring for the choices where the paper is vague).
 
-    def __init__(self, graph, embedding_dim: int = 64, num_layers: int = 3, social_layers: int = 2,
+    Per modality m (eq. 2) and on the friendship graph (eq. 3), with :math:`\hat{A}` the normalised adjacency:
+
+    .. math::
+        e_{\cdot,m} = \sum_{l=0}^{L} \frac{1}{l+1} \hat{A}^l e^{(0)}_{\cdot,m}, \qquad
+        e_{u,soc} = \sum_{l=0}^{L_s} \frac{1}{l+1} \hat{A}_{soc}^l e^{(0)}_{u,soc}
+
+    fused (eqs. 4-5) and scored:
+
+    .. math::
+        e_u = \sigma\big(W_u [e_{u,m_1} \oplus \dots \oplus e_{u,m_M} \oplus e_{u,soc}]\big), \qquad
+        e_i = \sum_m \alpha_m e_{i,m}, \qquad \hat{y}_{ui} = e_u^\top e_i
+
+    with emotion gates on :math:`e_i` and :math:`e_u` (§3.3) and the mutual-learning loss of eq. 6
+    (`mutual_learning_loss`) in `aux_losses`.
+
+    Args:
+        graph (RecGraph): the training graph with item modalities, friendships and emotion vectors.
+        embedding_dim (int, optional): d (§5.3: 64). (default: ``64``)
+        num_layers (int, optional): L of the modality GNNs. (default: ``3``)
+        social_layers (int, optional): :math:`L_s` of the social GNN. (default: ``2``)
+        modalities (list[str], optional): modalities of the graph to use, plus ``"id"``; ``None``: all present
+            ones. (default: ``None``)
+        use_id_modality (bool, optional): the item-ID pseudo-modality. (default: ``True``)
+        use_social (bool, optional): the social GNN (ablation "w/o Social"). (default: ``True``)
+        use_emotion (bool, optional): the emotion gates (ablation "w/o Emotion"). (default: ``True``)
+        mutual_learning (bool, optional): :math:`\mathcal{L}_{ML}` (ablation "w/o Mutual Learning").
+            (default: ``True``)
+        mutual_weight (float, optional): λ1 (§5.3: 0.5). (default: ``0.5``)
+        temperature (float, optional): T of the softened distributions. (default: ``1.0``)
+        ml_candidates (int, optional): C, items per softened distribution. (default: ``256``)
+        modality_bpr_weight (float, optional): weight of the per-modality BPR losses. (default: ``1.0``)
+        user_activation (str, optional): σ of eq. 4: "tanh", "sigmoid", "identity" or "leaky_relu".
+            (default: ``"tanh"``)
+        init_std (float, optional): standard deviation of the normal initialisation. (default: ``0.1``)
+
+    Shapes:
+        - **output:** user ``[U, d]``, item ``[I, d]``; ``extra["users"][m]`` ``[U, d]`` and
+          ``extra["items"][m]`` ``[I, d]`` per modality m
+    """
+
+    def __init__(self, graph: RecGraph, embedding_dim: int = 64, num_layers: int = 3, social_layers: int = 2,
                  modalities: list[str] | None = None, use_id_modality: bool = True, use_social: bool = True,
                  use_emotion: bool = True, mutual_learning: bool = True, mutual_weight: float = 0.5,
                  temperature: float = 1.0, ml_candidates: int = 256, modality_bpr_weight: float = 1.0,
-                 user_activation: str = "tanh",
-                 init_std: float = 0.1):
-        super().__init__(graph)
-        d = embedding_dim
-        self.num_layers, self.social_layers = num_layers, social_layers
-        self.mutual_learning, self.mutual_weight, self.temperature = mutual_learning, mutual_weight, temperature
-        self.modality_bpr_weight, self.ml_candidates = modality_bpr_weight, ml_candidates
+                 user_activation: str = "tanh", init_std: float = 0.1):
         wanted = list(graph.modalities) if modalities is None else [m for m in modalities if m != "id"]
         unknown = set(wanted) - set(graph.modalities)
         if unknown:
             raise ValueError(f"MMGNN: modalities {sorted(unknown)} are not in the data "
                              f"(available: {sorted(graph.modalities)} and 'id')")
-        use_id = use_id_modality and (modalities is None or "id" in modalities)
-        self.feature_names = []
+        if user_activation not in ACTIVATIONS:
+            raise ValueError(f"MMGNN: user_activation must be one of {sorted(ACTIVATIONS)}, got {user_activation!r}")
+        feature_names = []
         for m in wanted:
             if not bool(graph.modalities[m][1].any()):
                 log.warning("MMGNN: modality %r is missing for every item; it is left out of the model", m)
                 continue
-            self.feature_names.append(m)
+            feature_names.append(m)
+        social = use_social and graph.social_edge_index.numel() > 0
+        if use_social and not social:
+            log.warning("MMGNN: use_social=True but the data has no social edges; social GNN disabled")
+        emotion = use_emotion and graph.emotion is not None and bool(graph.emotion[1].any())
+        super().__init__(graph, social=social, modalities=feature_names, emotion=emotion)
+        d = embedding_dim
+        self.num_layers, self.social_layers = num_layers, social_layers
+        self.mutual_learning, self.mutual_weight, self.temperature = mutual_learning, mutual_weight, temperature
+        self.modality_bpr_weight, self.ml_candidates = modality_bpr_weight, ml_candidates
+        self.use_social, self.use_emotion, self.feature_names = social, emotion, feature_names
+        use_id = use_id_modality and (modalities is None or "id" in modalities)
         self.names = (["id"] if use_id else []) + self.feature_names
         if not self.names:
             raise ValueError("MMGNN: no modality left (enable use_id_modality or give a present modality)")
-        self.register_buffer("adj", graph.bipartite_adjacency(), persistent=False)
         self.user_emb = nn.ModuleDict({_k(m): nn.Embedding(self.num_users, d) for m in self.names})
         if use_id:
             self.item_id = nn.Embedding(self.num_items, d)
@@ -117,56 +178,48 @@ class MMGNN(RecModel):
         self.proj = nn.ModuleDict()
         self.missing = nn.ParameterDict()
         for m in self.feature_names:
-            f, present = graph.modalities[m]
-            self.register_buffer(f"feat_{m}", f.float(), persistent=False)  # [I, D_m]
-            self.register_buffer(f"present_{m}", present.bool(), persistent=False)  # [I]
-            self.proj[_k(m)] = nn.Linear(f.shape[1], d)
+            self.proj[_k(m)] = nn.Linear(graph.modalities[m][0].shape[1], d)
             self.missing[_k(m)] = nn.Parameter(torch.randn(d) * init_std)
         for e in self.user_emb.values():
             nn.init.normal_(e.weight, std=init_std)
-        # social GNN (eq. 3)
-        self.use_social = use_social and graph.social_edge_index.numel() > 0
-        if use_social and not self.use_social:
-            log.warning("MMGNN: use_social=True but the data has no social edges; social GNN disabled")
         n_user_parts = len(self.names)
-        if self.use_social:
-            self.register_buffer("social_adj", graph.social_adjacency(), persistent=False)
+        if self.use_social:  # social GNN (eq. 3)
             self.social_emb = nn.Embedding(self.num_users, d)
             nn.init.normal_(self.social_emb.weight, std=init_std)
             n_user_parts += 1
         self.fuse = nn.Linear(n_user_parts * d, d)  # W_u, eq. 4
-        acts = {"tanh": torch.tanh, "sigmoid": torch.sigmoid, "identity": lambda x: x,
-                "leaky_relu": lambda x: F.leaky_relu(x, 0.2)}
-        if user_activation not in acts:
-            raise ValueError(f"MMGNN: user_activation must be one of {sorted(acts)}, got {user_activation!r}")
         self.user_activation = user_activation
-        self._act = acts[user_activation]
         self.alpha = nn.Parameter(torch.full((len(self.names),), 1.0 / len(self.names)))  # α, β, γ of eq. 5
-        # emotion (§3.3)
-        self.use_emotion = use_emotion and graph.emotion is not None and bool(graph.emotion[1].any())
+        if self.use_emotion:  # §3.3
+            self.emo_proj = nn.Linear(graph.emotion[0].shape[1], d, bias=False)
+            self.item_gate, self.user_gate = _Gate(d), _Gate(d)
+        self.build(graph)
+
+    def build(self, graph: RecGraph) -> None:
+        self.register_buffer("adj", graph.bipartite_adjacency(), persistent=False)  # [U+I, U+I]
+        if self.use_social:
+            self.register_buffer("social_adj", graph.social_adjacency(), persistent=False)  # [U, U]
         if self.use_emotion:
             emo, has = graph.emotion
-            self.register_buffer("emotion", emo.float() * has[:, None].float(), persistent=False)  # [I, De]
-            self.register_buffer("has_emotion", has.bool(), persistent=False)
-            self.emo_proj = nn.Linear(emo.shape[1], d, bias=False)
-            self.item_gate, self.user_gate = _Gate(d), _Gate(d)
+            self.register_buffer("item_emotion", emo.float() * has[:, None].float(), persistent=False)  # [I, De]
             u, i = graph.train_edge_index
-            self.register_buffer("user_items", _row_mean_adj(u, i, self.num_users, self.num_items), persistent=False)
+            self.register_buffer("user_items", row_mean_adjacency(u, i, self.num_users, self.num_items),
+                                 persistent=False)  # [U, I]
             if self.use_social:
                 s = graph.social_edge_index
-                self.register_buffer("friends", _row_mean_adj(s[0], s[1], self.num_users, self.num_users),
-                                     persistent=False)
+                self.register_buffer("friends", row_mean_adjacency(s[0], s[1], self.num_users, self.num_users),
+                                     persistent=False)  # [U, U]
 
     # -- per-modality inputs ------------------------------------------------------------------------
     def _item_input(self, m: str) -> torch.Tensor:  # [I, d]
         if m == "id":
             return self.item_id.weight
-        present = getattr(self, f"present_{m}")
-        x = self.proj[_k(m)](getattr(self, f"feat_{m}"))
+        feats, present = self.graph.modality(m)
+        x = self.proj[_k(m)](feats)
         return torch.where(present[:, None], x, self.missing[_k(m)].expand_as(x))
 
     def _present(self, m: str) -> torch.Tensor | None:
-        return None if m == "id" else getattr(self, f"present_{m}")
+        return None if m == "id" else self.graph.modality(m)[1]
 
     def forward(self) -> RecOutput:
         w = [1.0 / (layer + 1) for layer in range(self.num_layers + 1)]  # eq. 2: Σ_l e^(l) / (l+1)
@@ -179,11 +232,11 @@ class MMGNN(RecModel):
         if self.use_social:
             ws = [1.0 / (layer + 1) for layer in range(self.social_layers + 1)]  # eq. 3
             parts.append(light_propagate(self.social_emb.weight, self.social_adj, self.social_layers, ws))
-        user = self._act(self.fuse(torch.cat(parts, 1)))  # eq. 4, [U, d]
+        user = ACTIVATIONS[self.user_activation](self.fuse(torch.cat(parts, 1)))  # eq. 4, [U, d]
         item = sum(a * items[m] for a, m in zip(self.alpha, self.names, strict=True))  # eq. 5, [I, d]
         if self.use_emotion:
-            h_i = self.emo_proj(self.emotion)  # [I, d], zero rows for items without emotion
-            item = torch.where(self.has_emotion[:, None], self.item_gate(item, h_i), item)
+            h_i = self.emo_proj(self.item_emotion)  # [I, d], zero rows for items without emotion
+            item = torch.where(self.graph.emotion_present[:, None], self.item_gate(item, h_i), item)
             h_u = torch.sparse.mm(self.user_items, h_i)  # mean emotion of the user's training songs
             if self.use_social:
                 h_u = 0.5 * (h_u + torch.sparse.mm(self.friends, h_u))  # community emotion
@@ -191,6 +244,8 @@ class MMGNN(RecModel):
         return RecOutput(user, item, {"users": users, "items": items})
 
     def aux_losses(self, out: RecOutput, users, pos, neg) -> dict[str, torch.Tensor]:
+        """Per-modality BPR (weight ``modality_bpr_weight``) and λ1 · :math:`\\mathcal{L}_{ML}` (eq. 6) over a
+        candidate set shared by the batch."""
         losses = {}
         per_m = out.extra["items"]
         if self.modality_bpr_weight > 0:
@@ -220,10 +275,3 @@ class MMGNN(RecModel):
 def _k(name: str) -> str:
     """Module/parameter dict key of a modality ("m_" avoids clashes with dict methods such as 'copy')."""
     return f"m_{name}"
-
-
-def _row_mean_adj(rows: torch.Tensor, cols: torch.Tensor, n_rows: int, n_cols: int) -> torch.Tensor:
-    """Sparse ``[n_rows, n_cols]`` row-normalised (mean) adjacency."""
-    deg = torch.bincount(rows, minlength=n_rows).clamp(min=1).float()
-    vals = 1.0 / deg[rows]
-    return torch.sparse_coo_tensor(torch.stack([rows, cols]), vals, (n_rows, n_cols)).coalesce()

@@ -1,71 +1,102 @@
-"""``Recommender``: the LightningModule of every recommendation model (MM-GNN and the baselines, issue 6).
+"""``Recommender``: the LightningModule of every recommendation model (MM-GNN and the baselines).
 
-The model is given as a callable of the training graph (``model(graph)``, a class_path with init_args
-in YAML) and built in ``setup()`` from ``self.trainer.datamodule.graph`` (a `datamodules.recsys.RecGraph`
-holding training edges only), so nothing the data knows (user/item counts, features) is in a config.
+The model is given as a callable of the training graph (``model(rec_graph)``: a class_path with init_args in
+YAML) and built in ``__init__`` from ``rec_graph`` (an `audiognn.data.recgraph.RecGraph`, training edges only),
+which ``train.py`` links from the DataModule (``LINKED_FROM_DATA``): nothing the data knows (user/item counts,
+features) is in a config.
 
-Training: BPR on the final scores, -log σ(ŷ_up - ŷ_un) (seed 002 §4.3, item 1), + the model's extra
-terms (MM-GNN: λ1 · mutual learning, per-modality BPR) + λ2 · L2 of the batch's ego embeddings
-(``reg_weight``, §5.3: λ2 = 1e-5); Adam with lr 1e-3 (§5.3).
+Training (Ziaoddini, *Socially Aware Music Recommendation: a Multi-Modal GNN*, §4.3 and §5.3): BPR on the final
+scores, -log σ(ŷ_up - ŷ_un), + the model's extra terms (MM-GNN: λ1 · mutual learning, per-modality BPR) + λ2 ·
+L2 of the batch's ego embeddings (``reg_weight``, §5.3: λ2 = 1e-5); Adam with lr 1e-3 (§5.3), a constant rate
+unless a ``scheduler`` is given (`audiognn.tasks.optim`).
 
-Evaluation (../shared/notes/recsys-protocol.md): full ranking of all items for every user with target
-items; the user's training items are masked with -inf, and at test time also the validation items.
-Metrics: `audiognn.recsys_metrics.TopKMetrics` (P/R/NDCG at ``ks``), logged as ``val/recall@20`` etc.
-Choose the checkpoint by a validation metric (ModelCheckpoint monitor), then test once. With a
-cold-start split, the second test loader ranks only the cold items (all warm items masked: they
-are not candidates for a new-item slate) and logs ``test_cold/...``.
+Evaluation protocol (full ranking, as LightGCN, MMRec and RecBole's full sort):
 
-Load a checkpoint: ``Recommender.load_from_checkpoint(path, model=...)`` builds nothing until it has a
-datamodule; run it through ``trainer.test(model, datamodule=dm, ckpt_path=path)`` instead.
+- every item is scored for each evaluated user; the user's training items are masked with -inf (not a small
+  constant, which would let masked items outrank items with negative scores), and at test time also the
+  validation items; the evaluation batches carry these masks and the targets (``datamodules.recsys``);
+- Precision@K = hits / K, Recall@K = hits / |target items of the user|, NDCG@K with the ideal DCG over
+  min(K, |targets|), averaged over the users that have targets, K in ``ks`` (`audiognn.recsys_metrics`), logged
+  as ``val/recall@20`` etc.;
+- the validation split chooses the epoch (ModelCheckpoint monitor); the test split is read once, at the end;
+- the propagation graph holds training edges only; BPR draws one negative per positive, rejected against the
+  user's positives;
+- cold-start items (no training interaction) are their own split: the second test loader ranks only them (warm
+  items are not candidates for a new-item slate) and logs ``test_cold/...``.
+
+Checkpoints: the model's graph is in its state dict and ``hparams`` hold only its sizes (``rec_graph`` as
+`RecGraph.describe`) and the model's class_path with init_args, so ``Recommender.load_from_checkpoint(path)``
+needs no data (a model given as a ready ``nn.Module`` needs ``model=`` again).
 """
 
 from __future__ import annotations
 
+import functools
+import importlib
+import sys
 from collections.abc import Callable, Sequence
+from typing import NamedTuple
 
 import lightning as L
 import torch
 import torch.nn.functional as F
-from lightning.pytorch.cli import OptimizerCallable
+from lightning.pytorch.cli import LRSchedulerCallable, OptimizerCallable
 from torch import nn
 
-from audiognn.recsys_metrics import TopKMetrics, csr_rows_to_dense
+from audiognn.data.recgraph import RecGraph
+from audiognn.models.recsys_base import RecModel
+from audiognn.recsys_metrics import TopKMetrics, pairs_to_dense
+from audiognn.tasks.optim import configure_schedule
+
+STAGES = ("val", "test", "test_cold")
+
+
+class RecEmbeddings(NamedTuple):
+    """What `Recommender.embeddings` returns: final user ``[U, d]`` and item ``[I, d]`` embeddings and the
+    ``[2, E]`` (user, item) training pairs the model was built from."""
+
+    user: torch.Tensor
+    item: torch.Tensor
+    interactions: torch.Tensor
 
 
 class Recommender(L.LightningModule):
-    def __init__(self, model: Callable[..., nn.Module], lr: float = 1e-3, optimizer: OptimizerCallable | None = None,
-                 reg_weight: float = 1e-5, ks: Sequence[int] = (5, 10, 20, 50)):
+    """BPR training and full-ranking evaluation of a recommendation model (see the module docstring).
+
+    Args:
+        model: a callable building a `RecModel` from a `RecGraph` (a class or ``functools.partial``; from a
+            config, a class_path with init_args), a ready `RecModel`, or a ``{"class_path", "init_args"}`` dict
+            (what the checkpoint's hparams hold).
+        rec_graph: the training graph, linked from ``RecDataModule.rec_graph``; or its `RecGraph.describe` dict
+            (from a checkpoint: the model is then built with the right sizes and its state dict fills it).
+        optimizer: optimiser callable. (default: ``torch.optim.Adam``, lr 1e-3 as §5.3)
+        scheduler: learning-rate schedule callable or None (constant). (default: ``None``)
+        reg_weight: λ2 of the L2 term (§5.3). (default: ``1e-5``)
+        ks: cut-offs K of the metrics. (default: ``(5, 10, 20, 50)``)
+    """
+
+    def __init__(self, model: Callable[[RecGraph], RecModel] | RecModel | dict,
+                 rec_graph: RecGraph | dict | None = None, optimizer: OptimizerCallable = torch.optim.Adam,
+                 scheduler: LRSchedulerCallable | None = None, reg_weight: float = 1e-5,
+                 ks: Sequence[int] = (5, 10, 20, 50)):
         super().__init__()
-        self.save_hyperparameters(ignore=["model", "optimizer"])
-        self.model_factory = None if isinstance(model, nn.Module) else model
-        self.lr = lr  # seed 002 §5.3: Adam, learning rate 0.001 (used when no optimizer callable is given)
-        self.optimizer_fn = optimizer
+        self.save_hyperparameters(ignore=["model", "rec_graph", "optimizer", "scheduler"])
+        for key in ("_instantiator", "_class_path"):  # load_from_checkpoint calls Recommender(**hparams) itself
+            self.hparams.pop(key, None)
+        if isinstance(model, nn.Module):
+            self.model = model
+        else:
+            if rec_graph is None:
+                raise ValueError("Recommender: rec_graph is needed to build the model (train.py links it from "
+                                 "the DataModule; in Python pass rec_graph=datamodule.rec_graph)")
+            graph = rec_graph if isinstance(rec_graph, RecGraph) else RecGraph.placeholder(rec_graph)
+            self.model = (model_from_spec(model) if isinstance(model, dict) else model)(graph)
+        self.hparams["model"] = model if isinstance(model, dict) else describe_model(model)
+        self.hparams["rec_graph"] = rec_graph.describe() if isinstance(rec_graph, RecGraph) else rec_graph
+        self.optimizer_fn, self.scheduler_fn = optimizer, scheduler
         self.reg_weight = reg_weight
-        self.model: nn.Module | None = model if isinstance(model, nn.Module) else None
-        self.metrics = nn.ModuleDict({s: TopKMetrics(ks) for s in ("val", "test", "test_cold")})
+        self.metrics = nn.ModuleDict({s: TopKMetrics(ks) for s in STAGES})
         self._eval_cache = None
-
-    # -- building -------------------------------------------------------------------------------------
-    def build(self, datamodule) -> None:
-        """Build the model from the datamodule's training graph and keep its split CSRs for evaluation."""
-        datamodule.setup("fit")
-        if self.model is None:
-            self.model = self.model_factory(datamodule.graph)
-        self.num_items = datamodule.graph.num_items
-        for name in ("train", "val", "test", "cold"):
-            indptr, indices = datamodule.csr(name)
-            self.register_buffer(f"{name}_indptr", indptr, persistent=False)
-            self.register_buffer(f"{name}_indices", indices, persistent=False)
-        cold = torch.zeros(self.num_items, dtype=torch.bool)
-        cold[datamodule.csr("cold")[1]] = True
-        self.register_buffer("cold_items", cold, persistent=False)
-
-    def setup(self, stage: str) -> None:
-        dm = getattr(self.trainer, "datamodule", None)
-        if dm is None or not hasattr(dm, "csr"):
-            raise RuntimeError("Recommender needs a RecDataModule: trainer.fit(model, datamodule=RecDataModule(...))")
-        if not hasattr(self, "train_indptr"):
-            self.build(dm)
 
     # -- training -------------------------------------------------------------------------------------
     def training_step(self, batch, batch_idx):
@@ -89,37 +120,43 @@ class Recommender(L.LightningModule):
         params = [p for p in self.parameters() if p.requires_grad]
         if not params:
             return None
-        return self.optimizer_fn(params) if self.optimizer_fn is not None else torch.optim.Adam(params, lr=self.lr)
+        return configure_schedule(self.optimizer_fn(params), self.scheduler_fn, self.trainer)
 
-    # -- evaluation -----------------------------------------------------------------------------------
-    def _rows(self, split: str, users: torch.Tensor) -> torch.Tensor:  # [B, I] bool
-        return csr_rows_to_dense(getattr(self, f"{split}_indptr"), getattr(self, f"{split}_indices"), users,
-                                 self.num_items)
-
+    # -- scores ---------------------------------------------------------------------------------------
     @torch.no_grad()
-    def scores(self, users: torch.Tensor, stage: str) -> torch.Tensor:
-        """Masked full-ranking scores ``[B, I]`` for ``stage`` in val / test / test_cold."""
+    def score_users(self, users: torch.Tensor) -> torch.Tensor:
+        """Unmasked scores ``[B, I]`` of every item for ``users`` ``[B]`` (one full forward per evaluation)."""
         if self._eval_cache is None:
             self._eval_cache = self.model()
-        s = self.model.score_all(self._eval_cache, users).float()  # [B, I]
-        s = s.masked_fill(self._rows("train", users), float("-inf"))
-        if stage in ("test", "test_cold"):
-            s = s.masked_fill(self._rows("val", users), float("-inf"))
-        if stage == "test_cold":
-            s = s.masked_fill(~self.cold_items, float("-inf"))
+        return self.model.score_all(self._eval_cache, users).float()
+
+    def rank_scores(self, batch: dict) -> torch.Tensor:
+        """Masked scores ``[B, I]`` of an evaluation batch (``users``, ``exclude`` pairs set to -inf, items
+        outside ``candidates`` set to -inf when the batch has them)."""
+        s = self.score_users(batch["users"])
+        s = s.masked_fill(pairs_to_dense(batch["exclude"], s.shape), float("-inf"))
+        if "candidates" in batch:
+            s = s.masked_fill(~batch["candidates"], float("-inf"))
         return s
 
-    def _eval_step(self, users, stage):
-        target = {"val": "val", "test": "test", "test_cold": "cold"}[stage]
-        self.metrics[stage].update(self.scores(users, stage), self._rows(target, users))
+    @torch.no_grad()
+    def embeddings(self) -> RecEmbeddings:
+        """Final user and item embeddings (evaluation mode) and the training pairs: what plots need."""
+        was_training = self.model.training
+        self.model.eval()
+        user, item = self.model.user_item_embeddings()
+        self.model.train(was_training)
+        return RecEmbeddings(user, item, self.model.graph.train_edge_index)
+
+    # -- evaluation -----------------------------------------------------------------------------------
+    def _eval_step(self, batch, stage):
+        scores = self.rank_scores(batch)
+        self.metrics[stage].update(scores, pairs_to_dense(batch["target"], scores.shape))
 
     def _eval_end(self, stages):
         self._eval_cache = None
         for stage in stages:
-            m = self.metrics[stage]
-            if stage == "test_cold" and not bool(self.cold_items.any()):
-                continue  # no cold-start split (the same on every rank)
-            vals = m.compute()
+            vals = self.metrics[stage].compute()
             self.log_dict({f"{stage}/{k}": v for k, v in vals.items()}, sync_dist=False)
             self._reset(stage)
 
@@ -130,12 +167,15 @@ class Recommender(L.LightningModule):
             for stage in stages:
                 self.metrics[stage].reset()
 
+    def on_train_epoch_start(self):
+        self._eval_cache = None
+
     def on_validation_epoch_start(self):
         self._eval_cache = None
         self._reset("val")
 
-    def validation_step(self, users, batch_idx):
-        self._eval_step(users, "val")
+    def validation_step(self, batch, batch_idx):
+        self._eval_step(batch, "val")
 
     def on_validation_epoch_end(self):
         self._eval_end(["val"])
@@ -144,11 +184,34 @@ class Recommender(L.LightningModule):
         self._eval_cache = None
         self._reset("test", "test_cold")
 
-    def test_step(self, users, batch_idx, dataloader_idx=0):
-        self._eval_step(users, "test" if dataloader_idx == 0 else "test_cold")
+    def test_step(self, batch, batch_idx, dataloader_idx=0):
+        self._eval_step(batch, "test" if dataloader_idx == 0 else "test_cold")
 
     def on_test_epoch_end(self):
-        self._eval_end(["test", "test_cold"])
+        # the cold-start loader exists on every rank or on none (a rank may hold none of its users)
+        self._eval_end(["test", "test_cold"] if len(self.trainer.num_test_batches) > 1 else ["test"])
 
-    def on_train_epoch_start(self):
-        self._eval_cache = None
+
+def describe_model(model: Callable) -> dict | None:
+    """``{"class_path", "init_args"}`` of a `RecModel` class or a ``functools.partial`` of one (as jsonargparse
+    gives) with keyword arguments only; None for anything else (then loading a checkpoint needs ``model=``)."""
+    kwargs = {}
+    while isinstance(model, functools.partial):
+        kwargs = {**model.keywords, **kwargs}
+        model = next((a for a in model.args if isinstance(a, type)), model.func)
+    if not (isinstance(model, type) and issubclass(model, RecModel)):
+        return None
+    return {"class_path": f"{model.__module__}.{model.__qualname__}", "init_args": kwargs}
+
+
+def model_from_spec(spec: dict) -> Callable[[RecGraph], RecModel]:
+    """The model callable of a `describe_model` dict. The class must be a `RecModel` in a module that is already
+    imported or in ``audiognn.models`` (a checkpoint never names code to import from elsewhere)."""
+    module, _, name = spec["class_path"].rpartition(".")
+    if module not in sys.modules and not module.startswith("audiognn.models."):
+        raise ValueError(f"Recommender: model class {spec['class_path']!r} is neither imported nor in "
+                         "audiognn.models; import its module first")
+    cls = getattr(importlib.import_module(module), name, None)
+    if not (isinstance(cls, type) and issubclass(cls, RecModel)):
+        raise ValueError(f"Recommender: {spec['class_path']!r} is not a RecModel subclass")
+    return functools.partial(cls, **spec.get("init_args", {}))
