@@ -39,3 +39,9 @@ class AudioBackbone(nn.Module):
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         """``x: [B, T, F]`` -> logits ``[B, num_classes]``."""
         return self.head(self.embed(x))
+
+
+def check_choice(name: str, value, choices) -> None:
+    """Raise ``ValueError`` naming ``name`` unless ``value`` is one of ``choices``."""
+    if value not in choices:
+        raise ValueError(f"{name} must be one of {tuple(choices)}, got {value!r}")

@@ -41,7 +41,7 @@ from torch_geometric.nn import (
 
 from audiognn.features import mfcc_from_logmel
 from audiognn.graph.segment_graph import segment_frames_of, segment_knn_graph  # noqa: F401  (re-exported)
-from audiognn.models.base import AudioBackbone
+from audiognn.models.base import AudioBackbone, check_choice
 
 CONVS = ("gcn", "sage", "gat", "gin", "edge")
 NODE_FEATURES = ("mfcc", "logmel")
@@ -125,10 +125,8 @@ class GenreGNN(AudioBackbone):
         dropout: float = 0.2,
     ):
         super().__init__()
-        if node_features not in NODE_FEATURES:
-            raise ValueError(f"node_features must be one of {NODE_FEATURES}, got {node_features!r}")
-        if conv not in CONVS:
-            raise ValueError(f"conv must be one of {CONVS}, got {conv!r}")
+        check_choice("node_features", node_features, NODE_FEATURES)
+        check_choice("conv", conv, CONVS)
         if segment_frames < 1 or (segment_hop is not None and segment_hop < 1):
             raise ValueError(
                 f"segment_frames / segment_hop must be >= 1, got {segment_frames} / {segment_hop}"

@@ -15,7 +15,7 @@ import torch
 from torch import nn
 
 from audiognn.features import mfcc_from_logmel
-from audiognn.models.base import AudioBackbone
+from audiognn.models.base import AudioBackbone, check_choice
 
 CELLS = {"lstm": nn.LSTM, "gru": nn.GRU}
 
@@ -57,8 +57,7 @@ class RNN(AudioBackbone):
         dropout: float = 0.2,
     ):
         super().__init__()
-        if cell not in CELLS:
-            raise ValueError(f"cell must be one of {sorted(CELLS)}, got {cell!r}")
+        check_choice("cell", cell, sorted(CELLS))
         self.n_mels = n_mels
         self.n_mfcc = n_mfcc
         in_dim = n_mfcc or n_mels
