@@ -30,7 +30,7 @@ from audiognn.data.shards import (  # noqa: F401  (re-exported: former home of t
 from audiognn.features import FeatureConfig, extract
 from datamodules.planning import allocate, split_sizes  # noqa: F401  (re-exported)
 from datamodules.readers.synthetic import ensure_synthetic, synthetic_info
-from datamodules.shard_stream import EpochLoader, SharedCounter, ShardStream
+from datamodules.shard_stream import EpochLoader, ShardStream, SharedCounter
 from datamodules.synthetic import SyntheticConfig
 from datamodules.transforms import Mixup, SpecAugment
 
@@ -156,15 +156,19 @@ class AudioShardDataModule(L.LightningDataModule):
                            persistent_workers=hp.num_workers > 0, prefetch_factor=2 if hp.num_workers else None)
 
     def train_dataloader(self):
+        """The training splits in ``train_mode``."""
         return self._loader(self.hparams.train_splits, self.hparams.train_mode)
 
     def val_dataloader(self):
+        """The validation splits, every clip once over all ranks."""
         return self._loader(self.hparams.val_splits, "eval")
 
     def test_dataloader(self):
+        """The test splits, every clip once over all ranks."""
         return self._loader(self.hparams.test_splits, "eval")
 
     def predict_dataloader(self):
+        """``predict_files`` featurised on the fly, else the test splits."""
         if self.hparams.predict_files:
             ds = AudioFiles(self.hparams.predict_files, self.info["features"], self.num_classes)
             return DataLoader(ds, batch_size=self.hparams.batch_size, num_workers=0)

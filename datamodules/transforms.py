@@ -82,6 +82,7 @@ class SpecAugment(nn.Module):
         self.time_masking = torchaudio.transforms.TimeMasking(time_mask, iid_masks=True) if time_mask else None
 
     def forward(self, x: torch.Tensor, y: torch.Tensor | None = None) -> tuple[torch.Tensor, torch.Tensor | None]:
+        """Mask ``x`` per example; ``y`` passes unchanged."""
         if self.freq_masking is None and self.time_masking is None:
             return x, y
         s = x.transpose(1, 2).unsqueeze(1)  # [B, 1, F, T]: torchaudio's (..., freq, time)

@@ -86,10 +86,12 @@ class Reader(Protocol):
     name: str
 
     @classmethod
-    def add_arguments(cls, parser: argparse.ArgumentParser) -> None: ...
+    def add_arguments(cls, parser: argparse.ArgumentParser) -> None:
+        """Add the reader's command-line options to ``parser``."""
 
     @staticmethod
-    def read(args: argparse.Namespace) -> ReadResult: ...
+    def read(args: argparse.Namespace) -> ReadResult:
+        """List the dataset's clips from the parsed options (fatal problems raise :class:`ReaderError`)."""
 
 
 # --- command-line options ----------------------------------------------------------------------------------
