@@ -187,3 +187,22 @@ def test_checkpoint_features_are_backbone_embeddings(tmp_path):
         GenreGraphDataModule(
             str(tmp_path), features="checkpoint", checkpoint=str(run / "checkpoints" / "last.ckpt")
         ).setup()
+
+
+def test_setup_only_reads_the_synthetic_set_that_prepare_data_writes(tmp_path):
+    """prepare_data (one process per node) writes the synthetic set; setup (every DDP rank) never does."""
+    root = tmp_path / "syn"
+    syn = {"train": 16, "val": 8, "test": 8, "difficulty": 0.5, "target_frames": 64, "workers": 1, "shard_size": 8}
+    dm = GenreGraphDataModule(str(root), k=3, n_mfcc=10, synthetic=syn)
+    # the sizes linked into the model are known before the set exists (synthetic clips carry no artist)
+    assert (dm.num_node_features, dm.num_free_nodes, dm.num_classes) == (20, 8, 8)
+    with pytest.raises(FileNotFoundError, match="prepare_data"):
+        dm.setup()
+    assert not (root / "dataset.json").exists()
+    dm.prepare_data()
+    info = json.loads((root / "dataset.json").read_text())
+    assert info["source"]["difficulty"] == 0.5 and info["splits"]["train"]["clips"] == 16
+    dm.setup()
+    g = dm.graph
+    assert (g.num_tracks, g.num_nodes, g.x.shape[1]) == (32, 40, 20)
+    assert dm.num_free_nodes == 8 and dm.num_node_features == 20

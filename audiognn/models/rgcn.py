@@ -68,7 +68,7 @@ class RGCNEncoder(nn.Module):
             raise ValueError("RGCNEncoder: set num_bases (basis decomposition) or num_blocks, not both")
         if num_blocks is not None and hidden % num_blocks:
             raise ValueError(f"RGCNEncoder: hidden ({hidden}) must be divisible by num_blocks ({num_blocks})")
-        self.num_relations = num_relations
+        self.num_relations, self.hidden = num_relations, hidden
         self.input = nn.Sequential(nn.LayerNorm(in_dim), nn.Linear(in_dim, hidden))
         self.free = nn.Embedding(max(num_free_nodes, 1), hidden)
         self.num_free_nodes = num_free_nodes
@@ -155,11 +155,9 @@ class RGCNLinkPredictor(nn.Module):
         num_node_features (int): feature size of the feature nodes (tracks).
         num_free_nodes (int): nodes without features (genres and artists).
         num_relations (int): relation types (forward direction).
-        hidden (int, optional): node-state size. (default: :obj:`64`)
-        num_layers (int, optional): R-GCN layers. (default: :obj:`2`)
-        num_bases (int, optional): basis decomposition. (default: :obj:`4`)
-        num_blocks (int, optional): block-diagonal decomposition. (default: :obj:`None`)
-        dropout (float, optional): encoder dropout. (default: :obj:`0.2`)
+        **encoder_args (optional): the :class:`RGCNEncoder`'s other arguments: ``hidden`` (node-state size,
+            default :obj:`64`), ``num_layers`` (:obj:`2`), ``num_bases`` (:obj:`4`), ``num_blocks``
+            (:obj:`None`), ``dropout`` (:obj:`0.2`).
 
     Shapes:
         - **input:** node features :math:`(N_f, F)`, edge indices :math:`(2, E)`, edge types :math:`(E)`
@@ -167,23 +165,11 @@ class RGCNLinkPredictor(nn.Module):
           :math:`(E', 3)` (:meth:`score`)
     """
 
-    def __init__(
-        self,
-        num_node_features: int,
-        num_free_nodes: int,
-        num_relations: int,
-        hidden: int = 64,
-        num_layers: int = 2,
-        num_bases: int | None = 4,
-        num_blocks: int | None = None,
-        dropout: float = 0.2,
-    ):
+    def __init__(self, num_node_features: int, num_free_nodes: int, num_relations: int, **encoder_args):
         super().__init__()
         self.num_relations = num_relations
-        self.encoder = RGCNEncoder(
-            num_node_features, num_free_nodes, num_relations, hidden, num_layers, num_bases, num_blocks, dropout
-        )
-        self.decoder = DistMult(num_relations, hidden)
+        self.encoder = RGCNEncoder(num_node_features, num_free_nodes, num_relations, **encoder_args)
+        self.decoder = DistMult(num_relations, self.encoder.hidden)
 
     def forward(self, x: torch.Tensor, edge_index: torch.Tensor, edge_type: torch.Tensor) -> torch.Tensor:
         """Node states from the message graph (the encoder)."""
