@@ -21,7 +21,7 @@ from audiognn.linkpred_metrics import known_triple_keys
 from datamodules.readers.synthetic import ensure_synthetic
 from datamodules.synthetic import VARIANTS, SyntheticConfig
 
-__all__ = ["BY_ARTIST", "HAS_GENRE", "RELATIONS", "SIMILAR_TO", "GenreGraphDataModule", "checkpoint_embeddings",
+__all__ = ["BY_ARTIST", "HAS_GENRE", "RELATIONS", "SIMILAR_TO", "GenreGraphDataModule", "checkpoint_embeddings", "load_backbone",
            "mfcc_statistics", "read_dataset_json", "read_shard_clips"]
 
 read_shard_clips = read_split_clips  # the name this module had for it
