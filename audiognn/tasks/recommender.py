@@ -31,9 +31,6 @@ needs no data (a model given as a ready ``nn.Module`` needs ``model=`` again).
 
 from __future__ import annotations
 
-import functools
-import importlib
-import sys
 from collections.abc import Callable, Sequence
 from typing import NamedTuple
 
@@ -43,6 +40,7 @@ import torch.nn.functional as F
 from lightning.pytorch.cli import LRSchedulerCallable, OptimizerCallable
 from torch import nn
 
+from audiognn.checkpoint import build_from_spec, callable_spec
 from audiognn.data.recgraph import RecGraph
 from audiognn.models.recsys_base import RecModel
 from audiognn.recsys_metrics import TopKMetrics, pairs_to_dense
@@ -90,8 +88,10 @@ class Recommender(L.LightningModule):
                 raise ValueError("Recommender: rec_graph is needed to build the model (train.py links it from "
                                  "the DataModule; in Python pass rec_graph=datamodule.rec_graph)")
             graph = rec_graph if isinstance(rec_graph, RecGraph) else RecGraph.placeholder(rec_graph)
-            self.model = (model_from_spec(model) if isinstance(model, dict) else model)(graph)
-        self.hparams["model"] = model if isinstance(model, dict) else describe_model(model)
+            self.model = build_from_spec(model, graph)
+            if not isinstance(self.model, RecModel):
+                raise TypeError(f"Recommender: the model must be a RecModel, got {type(self.model).__name__}")
+        self.hparams["model"] = None if isinstance(model, nn.Module) else callable_spec(model)
         self.hparams["rec_graph"] = rec_graph.describe() if isinstance(rec_graph, RecGraph) else rec_graph
         self.optimizer_fn, self.scheduler_fn = optimizer, scheduler
         self.reg_weight = reg_weight
@@ -191,27 +191,3 @@ class Recommender(L.LightningModule):
         # the cold-start loader exists on every rank or on none (a rank may hold none of its users)
         self._eval_end(["test", "test_cold"] if len(self.trainer.num_test_batches) > 1 else ["test"])
 
-
-def describe_model(model: Callable) -> dict | None:
-    """``{"class_path", "init_args"}`` of a `RecModel` class or a ``functools.partial`` of one (as jsonargparse
-    gives) with keyword arguments only; None for anything else (then loading a checkpoint needs ``model=``)."""
-    kwargs = {}
-    while isinstance(model, functools.partial):
-        kwargs = {**model.keywords, **kwargs}
-        model = next((a for a in model.args if isinstance(a, type)), model.func)
-    if not (isinstance(model, type) and issubclass(model, RecModel)):
-        return None
-    return {"class_path": f"{model.__module__}.{model.__qualname__}", "init_args": kwargs}
-
-
-def model_from_spec(spec: dict) -> Callable[[RecGraph], RecModel]:
-    """The model callable of a `describe_model` dict. The class must be a `RecModel` in a module that is already
-    imported or in ``audiognn.models`` (a checkpoint never names code to import from elsewhere)."""
-    module, _, name = spec["class_path"].rpartition(".")
-    if module not in sys.modules and not module.startswith("audiognn.models."):
-        raise ValueError(f"Recommender: model class {spec['class_path']!r} is neither imported nor in "
-                         "audiognn.models; import its module first")
-    cls = getattr(importlib.import_module(module), name, None)
-    if not (isinstance(cls, type) and issubclass(cls, RecModel)):
-        raise ValueError(f"Recommender: {spec['class_path']!r} is not a RecModel subclass")
-    return functools.partial(cls, **spec.get("init_args", {}))
