@@ -176,7 +176,7 @@ def prepare(result, out: str | Path, cfg: FeatureConfig = FeatureConfig(), worke
             clips = sorted(by_split[split], key=lambda c: c["key"])
             jobs = [(c, cfg.to_dict()) for c in clips]
             it = pool.imap(_featurize, jobs, chunksize=4) if pool else map(_featurize, jobs)
-            featurized = (bar.update(1) or r for r in it)
+            featurized = ((bar.update(1), r)[1] for r in it)  # tqdm.update may return True
             meta = _write_split(split, clips, featurized, tmp, shard_size, failures,
                                 stats if split in norm_splits else None)
             if meta is not None:
