@@ -24,7 +24,11 @@ DEFAULT_CONFIG = ROOT / "conf" / "default.yaml"
 SUBCOMMANDS = ("fit", "validate", "test", "predict")
 # What the data knows reaches the model when both are instantiated: each key is a DataModule attribute linked
 # to the model's init argument of the same name; models without that argument are left alone.
-LINKED_FROM_DATA = ("num_classes", "multilabel", "data_info", "num_node_features", "num_free_nodes", "num_relations", "rec_graph")
+LINKED_FROM_DATA = (
+    "num_classes", "multilabel", "data_info",  # audio classification
+    "num_node_features", "num_free_nodes", "num_relations",  # link prediction
+    "rec_graph",  # recommendation: the training graph and item modalities
+)
 
 
 class SaveConfigToLogger(SaveConfigCallback):
