@@ -45,7 +45,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 from audiognn.graph.cluster_init import init_centroids, squared_distance  # noqa: E402
 from audiognn.graph.knn import dense_dilated_knn, pool_keys  # noqa: E402
 from audiognn.graph.lhg_conv import LHGConv  # noqa: E402
-from audiognn.models.lhgnn import LHGNN, Grapher  # noqa: E402
+from audiognn.models.lhgnn import LHGNN, ConvFFN, Grapher  # noqa: E402
 
 
 # --- the reference: official-style LHG conv ---------------------------------------------------------------
@@ -97,10 +97,40 @@ class ReferenceLHGConv(nn.Module):
         return c.nn(h)
 
 
+class ReferenceGrapher(nn.Module):
+    """Grapher with every activation kept for autograd, as the official code: fc1 -> reference conv -> fc2."""
+
+    def __init__(self, grapher: Grapher):
+        super().__init__()
+        self.g = grapher
+        self.conv = ReferenceLHGConv(grapher.graph_conv)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        g = self.g
+        return x + g.drop_path(g.fc2(self.conv(g.fc1(x))))
+
+
+class ReferenceFFN(nn.Module):
+    """ConvFFN as plain modules (every activation of the 4C expansion kept for autograd)."""
+
+    def __init__(self, ffn: ConvFFN):
+        super().__init__()
+        self.f = ffn
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        f = self.f
+        return x + f.drop_path(f.fc2(f.dw(f.act(f.fc1(x)))))
+
+
 def to_reference(model: nn.Module) -> nn.Module:
-    for g in model.modules():
-        if isinstance(g, Grapher):
-            g.graph_conv = ReferenceLHGConv(g.graph_conv)
+    if isinstance(model, Grapher):
+        return ReferenceGrapher(model)
+    for stage in model.stages:
+        for i, block in enumerate(stage):
+            if isinstance(block, Grapher):
+                stage[i] = ReferenceGrapher(block)
+            elif isinstance(block, ConvFFN):
+                stage[i] = ReferenceFFN(block)
     return model
 
 

@@ -97,11 +97,14 @@ class LHGConv(nn.Module):
     def out_channels(self) -> int:
         return self.terms * self.channels
 
+    def keys(self, x: torch.Tensor) -> torch.Tensor:
+        """Pooled keys of x [B, C, H, W]: [B, M, C] (differentiable: gradient flows back through the pooling)."""
+        return pool_keys(x, self.reduce).flatten(2).transpose(1, 2).contiguous()
+
     def neighbours(self, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         """Keys [B, M, C] and k-NN indices [B, N, k] of x [B, C, H, W]."""
         B, C, H, W = x.shape
-        y = pool_keys(x, self.reduce)  # [B, C, Hk, Wk]
-        keys = y.flatten(2).transpose(1, 2).contiguous()  # [B, M, C]
+        keys = self.keys(x)  # [B, M, C]
         rel = self.rel_pos(H, W, x.device) if self.rel_pos is not None else None
         idx = dense_dilated_knn(x.flatten(2).transpose(1, 2), keys, self.k, self.dilation, rel)  # [B, N, k]
         return keys, idx
@@ -115,18 +118,25 @@ class LHGConv(nn.Module):
             top = score.topk(min(self.top_clusters, c.shape[1]), dim=-1).indices  # [B, N, K]
         return c.to(x.dtype), top
 
-    def aggregate(self, x: torch.Tensor) -> torch.Tensor:
-        """The concatenation inside sigma(.) of eq. 3, interleaved per channel: [B, t*C, H, W]."""
+    def sources(self, x: torch.Tensor) -> list[tuple[str, torch.Tensor, torch.Tensor]]:
+        """(kind, rows [B, S, C], indices [B, N, k]) of each max-relative term: ("local", keys, S_i), ("higher", c, L_i)."""
+        out = []
+        if self.use_local:
+            out.append(("local", *self.neighbours(x)))
+        if self.use_higher:
+            out.append(("higher", *self.clusters(x)))
+        return out
+
+    def stack_terms(self, x: torch.Tensor, maxima: list[torch.Tensor]) -> torch.Tensor:
+        """x [B, C, H, W] and max_j rows_j [B, N, C] per term -> [x, max - x, ...] interleaved per channel, [B, t*C, H, W]."""
         B, C, H, W = x.shape
         xf = x.flatten(2)  # [B, C, N]
-        terms = [xf]
-        if self.use_local:
-            keys, idx = self.neighbours(x)
-            terms.append(max_gather(keys, idx).transpose(1, 2) - xf)  # max(S_i - x_i), [B, C, N]
-        if self.use_higher:
-            c, top = self.clusters(x)
-            terms.append(max_gather(c, top).transpose(1, 2) - xf)  # max(L_i - x_i), [B, C, N]
+        terms = [xf] + [v.transpose(1, 2) - xf for v in maxima]  # max_j (x_j - x_i) = max_j x_j - x_i
         return torch.stack(terms, dim=2).reshape(B, self.terms * C, H, W)
+
+    def aggregate(self, x: torch.Tensor) -> torch.Tensor:
+        """The concatenation inside sigma(.) of eq. 3, interleaved per channel: [B, t*C, H, W]."""
+        return self.stack_terms(x, [max_gather(rows, idx) for _, rows, idx in self.sources(x)])
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         return self.nn(self.aggregate(x))

@@ -14,8 +14,15 @@ from __future__ import annotations
 import torch
 
 
-def _gather_max(src: torch.Tensor, idx: torch.Tensor, max_elements: int) -> tuple[torch.Tensor, torch.Tensor]:
+def gather_max_with_arg(
+    src: torch.Tensor, idx: torch.Tensor, max_elements: int = 1 << 24
+) -> tuple[torch.Tensor, torch.Tensor]:
+    """No autograd. src [B, M, C], idx [B, N, k] -> (max_j src[idx_j] [B, N, C], its row index [B, N, C]).
+
+    The row index is stored in the smallest integer type holding M (uint8, int16 or int32): it is what the
+    backward keeps, [B, N, C] per max-relative term."""
     B, M, C = src.shape
+    itype = torch.uint8 if M <= 256 else torch.int16 if M <= 32768 else torch.int32
     N, k = idx.shape[1], idx.shape[2]
     flat = src.reshape(B * M, C)
     offset = (torch.arange(B, device=idx.device) * M).view(B, 1, 1)
@@ -27,7 +34,7 @@ def _gather_max(src: torch.Tensor, idx: torch.Tensor, max_elements: int) -> tupl
         g = flat.index_select(0, (ii + offset).reshape(-1)).view(B, e - s, k, C)  # [B, n, k, C]
         v, a = g.max(dim=2)  # [B, n, C]
         vals.append(v)
-        args.append(ii.gather(2, a).to(torch.int32))  # key index of the max, [B, n, C]
+        args.append(ii.gather(2, a).to(itype))  # key index of the max, [B, n, C]
     if len(vals) == 1:
         return vals[0], args[0]
     return torch.cat(vals, 1), torch.cat(args, 1)
@@ -37,7 +44,7 @@ class _MaxGather(torch.autograd.Function):
     @staticmethod
     def forward(ctx, src, idx, max_elements):
         with torch.no_grad():
-            val, arg = _gather_max(src, idx, max_elements)
+            val, arg = gather_max_with_arg(src, idx, max_elements)
         if ctx.needs_input_grad[0]:
             ctx.save_for_backward(arg)
         ctx.src_shape = src.shape

@@ -26,14 +26,18 @@ initialisation is deterministic by default (``cluster_init="randn"`` for the off
 
 from __future__ import annotations
 
+import contextlib
 import math
 
 import torch
 import torch.nn.functional as F
 from torch import nn
+from torch.utils.checkpoint import checkpoint
 
 from audiognn.graph.lhg_conv import LHGConv
 from audiognn.graph.relative_pos import RelativePositionCache
+from audiognn.models.base import AudioBackbone
+from audiognn.models.lean_ops import bn_act_conv, bn_graph_conv, frozen_batchnorm_stats
 
 SIZES: dict[str, dict] = {
     # §II-C: the paper's configuration (channels from the official code, see module docstring)
@@ -67,19 +71,35 @@ def conv_bn(cin: int, cout: int, kernel: int = 1, stride: int = 1, bias: bool = 
     )
 
 
-def make_stem(channels: int, kind: str = "official") -> nn.Sequential:
-    """Convolutional stem (§II-A), /4 in both axes. 'official': strides 2, 2, 1; 'paper': strides 2, 1, 2, 1."""
-    half = channels // 2
-    if kind == "official":
-        return nn.Sequential(
-            conv_bn(1, half, 3, 2), nn.GELU(), conv_bn(half, channels, 3, 2), nn.GELU(), conv_bn(channels, channels, 3, 1)
-        )
-    if kind == "paper":
-        return nn.Sequential(
-            conv_bn(1, half, 3, 2), nn.GELU(), conv_bn(half, half, 3, 1), nn.GELU(),
-            conv_bn(half, channels, 3, 2), nn.GELU(), conv_bn(channels, channels, 3, 1),
-        )  # fmt: skip
-    raise ValueError(f"LHGNN stem {kind!r} is not one of ('official', 'paper')")
+class Stem(nn.Sequential):
+    """Convolutional stem (§II-A), /4 in both axes: conv-BN blocks with GELU between, none after the last.
+
+    'official': 1 -> C/2 -> C -> C, strides 2, 2, 1; 'paper': 1 -> C/2 -> C/2 -> C -> C, strides 2, 1, 2, 1.
+    In training only each conv's output is kept for the backward (BN and GELU recomputed, lean_ops.py).
+    """
+
+    def __init__(self, channels: int, kind: str = "official"):
+        half = channels // 2
+        plans = {"official": [(1, half, 2), (half, channels, 2), (channels, channels, 1)],
+                 "paper": [(1, half, 2), (half, half, 1), (half, channels, 2), (channels, channels, 1)]}  # fmt: skip
+        if kind not in plans:
+            raise ValueError(f"LHGNN stem {kind!r} is not one of {tuple(plans)}")
+        layers = []
+        for cin, cout, stride in plans[kind]:
+            layers += [conv_bn(cin, cout, 3, stride), nn.GELU()]
+        super().__init__(*layers[:-1])
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        convs = list(self)[::2]  # the conv_bn blocks; a GELU between consecutive ones
+        a = convs[0][0](x)
+        for prev, nxt in zip(convs[:-1], convs[1:], strict=True):
+            a = bn_act_conv(a, prev[1], None, nxt[0])  # BN, GELU, next conv
+        return convs[-1][1](a)
+
+
+def make_stem(channels: int, kind: str = "official") -> Stem:
+    """The convolutional stem (alias kept for callers of the function)."""
+    return Stem(channels, kind)
 
 
 class Grapher(nn.Module):
@@ -93,7 +113,9 @@ class Grapher(nn.Module):
         self.drop_path = DropPath(drop_path)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:  # [B, C, H, W]
-        return x + self.drop_path(self.fc2(self.graph_conv(self.fc1(x))))
+        g = bn_graph_conv(self.fc1[0](x), self.fc1[1], self.graph_conv)  # fc1, eq. 3's concat, sigma's conv
+        h = bn_act_conv(g, self.graph_conv.nn[1], None, self.fc2[0])  # sigma's BN + GELU, then h's conv
+        return x + self.drop_path(self.fc2[1](h))
 
 
 class ConvFFN(nn.Module):
@@ -108,22 +130,48 @@ class ConvFFN(nn.Module):
         self.drop_path = DropPath(drop_path)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        return x + self.drop_path(self.fc2(self.dw(self.act(self.fc1(x)))))
+        h = bn_act_conv(self.fc1[0](x), self.fc1[1], self.dw, self.fc2[0])  # BN, GELU, dw conv, 1x1 4C -> C
+        return x + self.drop_path(self.fc2[1](h))
 
 
-class LHGNN(nn.Module):
-    """LHGNN backbone (see module docstring). Plain nn.Module, usable outside Lightning.
+class LHGNN(AudioBackbone):
+    r"""LHGNN backbone from Singh, Benetos, Phan, Stowell, *LHGNN: Local-Higher Order Graph Neural Networks for
+    Audio Classification and Tagging* (architecture in the module docstring). Plain nn.Module.
+
+    Each block of stage t updates the node features X (one node per time-frequency patch) by eqs. 3-4:
+
+    .. math::
+        \mathbf{x}_i'' = \sigma\Big(\mathbf{x}_i \,\Vert\, \max_{j \in \mathcal{S}_i}(\mathbf{x}_j - \mathbf{x}_i)
+            \,\Vert\, \max_{\mathbf{c}_p \in \mathcal{L}_i}(\mathbf{c}_p - \mathbf{x}_i)\Big), \qquad
+        \mathbf{y}_i = \mathbf{x}_i + h(\mathbf{x}_i'')
+
+    followed by a ConvFFN; :math:`\mathcal{S}_i` are the k dilated nearest neighbours, :math:`\mathcal{L}_i` the
+    K Fuzzy C-Means centroids of largest membership (eqs. 1-2, :class:`~audiognn.graph.LHGConv`).
 
     Args:
         num_classes: output classes (527 AudioSet, 200 FSD50K, 50 ESC-50).
-        size: "s" (paper) or "tiny" (tests); explicit arguments below override the preset.
-        channels, depths, k, top_clusters (K), num_clusters (P), embed_dim: override the size preset.
-        kernel: "both" (eq. 3), "local", "higher" (Table IV). clustering: "fcm", "kmeans", "density" (Table V).
-        fcm_m: m (eq. 1, §II-B1: 2). cluster_iters: v (§II-B1: 1). cluster_init: "pool" | "randn".
-        reduce_ratios: key pooling per stage. max_dilation: cap of ViG's dilation (official 128 // P = 2).
-        drop_path: final drop-path rate (linear from 0). dropout: before the classifier.
-        freq_num, time_num: input size the position embedding is built for (§III-A: 128 x 1024).
-        stem: "official" (3 convs) or "paper" (4 convs, §II-A text). relative_pos: ViG's k-NN term.
+        size: ``"s"`` (paper, §II-C) or ``"tiny"`` (tests); explicit arguments below override the preset.
+        channels, depths, k, top_clusters (K), num_clusters (P), embed_dim: override the size preset
+            (``"s"``: [80, 160, 400, 640], [2, 2, 6, 2], 25, 10, 50, 1024).
+        kernel: ``"both"`` (eq. 3), ``"local"``, ``"higher"`` (Table IV). clustering: ``"fcm"``, ``"kmeans"``,
+            ``"density"`` (Table V). Default ``"both"``, ``"fcm"``.
+        fcm_m: m of eq. 1 (default 2.0, §II-B1). cluster_iters: v (default 1, §II-B1).
+        cluster_init: ``"pool"`` (default, deterministic) or ``"randn"`` (official).
+        reduce_ratios: key pooling per stage (default (4, 2, 1, 1)). max_dilation: cap of ViG's dilation
+            (default 2 = official 128 // P).
+        drop_path: final drop-path rate, linear from 0 (default 0.1). dropout: before the classifier (default 0).
+        freq_num, time_num: input size the position embedding is built for (default 128 x 1024, §III-A).
+        stem: ``"official"`` (3 convs, default) or ``"paper"`` (4 convs, §II-A text).
+        relative_pos: ViG's relative-position term in the k-NN distance (default True).
+        checkpoint_blocks: activation checkpointing of every Grapher and ConvFFN in training (default False):
+            only block inputs are kept and each block, its k-NN and clustering included, is run again in the
+            backward (about a third more compute for a much smaller peak memory). BatchNorm running
+            statistics are updated once per step either way.
+
+    Shapes:
+        - **input:** log-mel :math:`(B, T, F)`
+        - **embed output:** :math:`(B, D)`, D = ``embed_dim``
+        - **output:** logits :math:`(B, \text{num\_classes})`
     """
 
     def __init__(
@@ -149,8 +197,10 @@ class LHGNN(nn.Module):
         time_num: int = 1024,
         stem: str = "official",
         relative_pos: bool = True,
+        checkpoint_blocks: bool = False,
     ):
         super().__init__()
+        self.checkpoint_blocks = checkpoint_blocks
         if size not in SIZES:
             raise ValueError(f"LHGNN size {size!r} is not one of {tuple(SIZES)}")
         cfg = dict(SIZES[size])
@@ -211,15 +261,21 @@ class LHGNN(nn.Module):
         x = x.transpose(1, 2).unsqueeze(1)  # [B, 1, F, T]: mel is the height, time the width
         x = self.stem(x)  # [B, C0, F/4, T/4]
         x = x + self._position(x.shape[-2], x.shape[-1])
-        x = self.stages(x)  # [B, C4, F/32, T/32]
+        for stage in self.stages:
+            for block in stage:
+                x = self._run(block, x)  # [B, C4, F/32, T/32] at the end
         return F.adaptive_avg_pool2d(x, 1)
+
+    def _run(self, block: nn.Module, x: torch.Tensor) -> torch.Tensor:
+        if not (self.checkpoint_blocks and self.training and torch.is_grad_enabled()):
+            return block(x)
+        # the recompute in the backward must not update BatchNorm's running statistics a second time
+        ctx = lambda: (contextlib.nullcontext(), frozen_batchnorm_stats(block))  # noqa: E731
+        return checkpoint(block, x, use_reentrant=False, context_fn=ctx)
 
     def embed(self, x: torch.Tensor) -> torch.Tensor:
         """Clip embedding [B, embed_dim]: the head's hidden layer (after GELU, before dropout)."""
         return self.neck(self.features(x)).flatten(1)
-
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        return self.head(self.embed(x))  # logits [B, num_classes]
 
 
 def count_trainable(model: nn.Module) -> int:
