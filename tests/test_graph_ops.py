@@ -1,4 +1,4 @@
-"""Graph operators of LHGNN (seed 001) against brute-force / float64 numpy references."""
+"""Graph operators of LHGNN (Singh et al.) against brute-force / float64 numpy references."""
 
 import math
 

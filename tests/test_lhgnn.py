@@ -1,4 +1,4 @@
-"""LHGNN backbone (seed 001): parameter counts, shapes, gradients, compile, bf16."""
+"""LHGNN backbone (Singh et al.): parameter counts, shapes, gradients, compile, bf16."""
 
 import pytest
 import torch

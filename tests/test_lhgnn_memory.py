@@ -32,7 +32,8 @@ def _assert_same(m1, m2, o1, o2):
 
 
 @pytest.mark.parametrize(
-    "kw", [dict(), dict(kernel="local", stem="paper"), dict(kernel="higher", clustering="kmeans", drop_path=0.3)]
+    "kw",
+    [dict(), dict(kernel="local", stem="paper"), dict(kernel="higher", clustering="kmeans", drop_path=0.3)],
 )
 def test_lean_path_equals_plain_modules(monkeypatch, kw):
     torch.manual_seed(0)

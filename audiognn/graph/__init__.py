@@ -1,4 +1,5 @@
-"""Graph operators for LHGNN (seed 001): dilated k-NN, clustering (FCM, k-means, mean shift), LHG conv."""
+"""Graph operators of LHGNN (Singh, Benetos, Phan, Stowell, *LHGNN: Local-Higher Order Graph Neural Networks for
+Audio Classification and Tagging*): dilated k-NN, clustering (FCM, k-means, mean shift), LHG conv."""
 
 from audiognn.graph.cluster_init import init_centroids, squared_distance
 from audiognn.graph.density import MeanShift, mean_shift

@@ -1,6 +1,6 @@
 """Initial centroids for the clustering operators (fuzzy_cmeans.py, kmeans.py, density.py).
 
-The paper (seed 001 §II-B1 (ii)) does not say how the P centroids start. Two choices:
+The LHGNN paper (Singh et al., §II-B1 (ii)) does not say how the P centroids start. Two choices:
 - ``"randn"``: c ~ N(0, I) drawn afresh on every forward, as the official code does
   (``torch.randn(B, C, P)``); training and inference are then stochastic.
 - ``"pool"`` (default here): deterministic; the node grid is average-pooled to P cells
@@ -25,7 +25,9 @@ def _pool_grid(num: int, height: int, width: int) -> tuple[int, int]:
     return min(pairs, key=lambda p: abs(math.log(p[0] / p[1]) - target))
 
 
-def init_centroids(x: torch.Tensor, num: int, init: str = "pool", hw: tuple[int, int] | None = None) -> torch.Tensor:
+def init_centroids(
+    x: torch.Tensor, num: int, init: str = "pool", hw: tuple[int, int] | None = None
+) -> torch.Tensor:
     """x [B, N, C] nodes (row-major over an H x W grid when ``hw`` is given) -> centroids [B, P, C]."""
     B, N, C = x.shape
     if init == "randn":

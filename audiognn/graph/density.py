@@ -1,4 +1,5 @@
-"""Density-based clustering for the 'Density based clustering' row of seed 001 Table V (ablation).
+"""Density-based clustering for the 'Density based clustering' row of LHGNN's Table V (Singh et al.,
+ablation).
 
 The paper does not name its density-based method. Chosen here: mean shift (Fukunaga & Hostetler 1975;
 Comaniciu & Meer 2002), which moves P seeds uphill on a Gaussian kernel density estimate of the nodes
@@ -20,7 +21,19 @@ from audiognn.graph.cluster_init import init_centroids, squared_distance
 
 @torch.no_grad()
 def mean_shift(x: torch.Tensor, centroids: torch.Tensor, iters: int = 1, eps: float = 1e-12) -> torch.Tensor:
-    """x [B, N, C], seeds [B, P, C] -> centroids [B, P, C] after ``iters`` mean-shift steps."""
+    r"""Mean shift, the density-based row of LHGNN's Table V (Singh, Benetos, Phan, Stowell,
+    *LHGNN: Local-Higher Order Graph Neural Networks for Audio Classification and Tagging*):
+
+    .. math::
+        \mathbf{c}_p \leftarrow \frac{\sum_i K(\mathbf{x}_i, \mathbf{c}_p)\, \mathbf{x}_i}{\sum_i K(\mathbf{x}_i, \mathbf{c}_p)},
+        \qquad K(\mathbf{x}, \mathbf{c}) = \exp\big(-\lVert \mathbf{x} - \mathbf{c} \rVert^2 / 2h^2\big)
+
+    Args:
+        x: nodes. centroids: seeds. iters: steps (default 1). eps: floor of the bandwidth h^2 (default 1e-12).
+
+    Shapes:
+        - **x:** :math:`(B, N, C)`, **centroids:** :math:`(B, P, C)` -> **output:** :math:`(B, P, C)`
+    """
     c = centroids
     d2 = squared_distance(x, c)  # [B, N, P]
     h2 = d2.min(-1).values.median(-1).values.clamp_min(eps).view(-1, 1, 1)  # [B, 1, 1]
@@ -32,13 +45,27 @@ def mean_shift(x: torch.Tensor, centroids: torch.Tensor, iters: int = 1, eps: fl
 
 
 class MeanShift(torch.nn.Module):
-    """Centroids and node scores (negative squared distance: larger = nearer)."""
+    r"""Mean-shift clustering module for LHGNN's Table V ablation (Singh, Benetos, Phan, Stowell,
+    *LHGNN: Local-Higher Order Graph Neural Networks for Audio Classification and Tagging*): centroids and node scores.
+
+    .. math::
+        \mathrm{score}_{ip} = -\lVert \mathbf{x}_i - \mathbf{c}_p \rVert^2 \quad \text{(larger = nearer)}
+
+    Args:
+        num_clusters: P (default 50). iters: mean shift steps (default 1). init: ``"pool"`` (default) or ``"randn"``.
+
+    Shapes:
+        - **input:** nodes :math:`(B, N, C)`, optional grid size ``hw`` = (H, W)
+        - **output:** centroids :math:`(B, P, C)`, scores :math:`(B, N, P)`
+    """
 
     def __init__(self, num_clusters: int = 50, iters: int = 1, init: str = "pool"):
         super().__init__()
         self.num_clusters, self.iters, self.init = num_clusters, iters, init
 
     @torch.no_grad()
-    def forward(self, x: torch.Tensor, hw: tuple[int, int] | None = None) -> tuple[torch.Tensor, torch.Tensor]:
+    def forward(
+        self, x: torch.Tensor, hw: tuple[int, int] | None = None
+    ) -> tuple[torch.Tensor, torch.Tensor]:
         c = mean_shift(x, init_centroids(x, self.num_clusters, self.init, hw), self.iters)
         return c, -squared_distance(x, c)

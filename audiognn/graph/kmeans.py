@@ -1,4 +1,4 @@
-"""k-means (Lloyd) clustering, the 'k-means' row of seed 001 Table V (ablation).
+"""k-means (Lloyd) clustering, the 'k-means' row of LHGNN's Table V (Singh et al., ablation).
 
     a_i = argmin_p ||x_i - c_p||^2 ,      c_p = mean{ x_i : a_i = p }       (v iterations)
 
@@ -17,7 +17,19 @@ from audiognn.graph.cluster_init import init_centroids, squared_distance
 
 @torch.no_grad()
 def kmeans(x: torch.Tensor, centroids: torch.Tensor, iters: int = 1) -> torch.Tensor:
-    """x [B, N, C], initial centroids [B, P, C] -> centroids [B, P, C] after ``iters`` Lloyd steps."""
+    r"""k-means (Lloyd), the k-means row of LHGNN's Table V (Singh, Benetos, Phan, Stowell,
+    *LHGNN: Local-Higher Order Graph Neural Networks for Audio Classification and Tagging*):
+
+    .. math::
+        a_i = \arg\min_p \lVert \mathbf{x}_i - \mathbf{c}_p \rVert^2, \qquad
+        \mathbf{c}_p = \operatorname{mean}\{\mathbf{x}_i : a_i = p\}
+
+    Args:
+        x: nodes. centroids: initial centroids (an empty cluster keeps its own). iters: Lloyd steps (default 1).
+
+    Shapes:
+        - **x:** :math:`(B, N, C)`, **centroids:** :math:`(B, P, C)` -> **output:** :math:`(B, P, C)`
+    """
     c = centroids
     P = c.shape[1]
     for _ in range(iters):
@@ -30,13 +42,27 @@ def kmeans(x: torch.Tensor, centroids: torch.Tensor, iters: int = 1) -> torch.Te
 
 
 class KMeans(torch.nn.Module):
-    """Centroids and node scores (negative squared distance: larger = nearer)."""
+    r"""K-means clustering module for LHGNN's Table V ablation (Singh, Benetos, Phan, Stowell,
+    *LHGNN: Local-Higher Order Graph Neural Networks for Audio Classification and Tagging*): centroids and node scores.
+
+    .. math::
+        \mathrm{score}_{ip} = -\lVert \mathbf{x}_i - \mathbf{c}_p \rVert^2 \quad \text{(larger = nearer)}
+
+    Args:
+        num_clusters: P (default 50). iters: k-means steps (default 1). init: ``"pool"`` (default) or ``"randn"``.
+
+    Shapes:
+        - **input:** nodes :math:`(B, N, C)`, optional grid size ``hw`` = (H, W)
+        - **output:** centroids :math:`(B, P, C)`, scores :math:`(B, N, P)`
+    """
 
     def __init__(self, num_clusters: int = 50, iters: int = 1, init: str = "pool"):
         super().__init__()
         self.num_clusters, self.iters, self.init = num_clusters, iters, init
 
     @torch.no_grad()
-    def forward(self, x: torch.Tensor, hw: tuple[int, int] | None = None) -> tuple[torch.Tensor, torch.Tensor]:
+    def forward(
+        self, x: torch.Tensor, hw: tuple[int, int] | None = None
+    ) -> tuple[torch.Tensor, torch.Tensor]:
         c = kmeans(x, init_centroids(x, self.num_clusters, self.init, hw), self.iters)
         return c, -squared_distance(x, c)

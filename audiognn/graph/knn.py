@@ -1,6 +1,6 @@
-"""Dense dilated k-NN graph of Vision GNN (seed 001 §II-B1 (i), ref. [10]), with pooled keys.
+"""Dense dilated k-NN graph of Vision GNN (LHGNN, Singh et al., §II-B1 (i), ref. [10]), with pooled keys.
 
-    S_i = k-NN(x_i, X, k)                                                    (seed 001, §II-B1 (i))
+    S_i = k-NN(x_i, X, k)                                                    (LHGNN §II-B1 (i))
 
 As in ViG / the official LHGNN code:
 - node features are L2-normalised over channels (no gradient flows through the graph construction);
@@ -42,16 +42,26 @@ def dense_dilated_knn(
     relative_pos: torch.Tensor | None = None,
     max_elements: int = 1 << 25,
 ) -> torch.Tensor:
-    """Indices of the k dilated nearest keys of every query.
+    r"""Dense dilated k-NN of Vision GNN as used by LHGNN for :math:`\mathcal{S}_i` (Singh, Benetos, Phan, Stowell,
+    *LHGNN: Local-Higher Order Graph Neural Networks for Audio Classification and Tagging*, §II-B1 (i)).
+
+    .. math::
+        d_{ij} = \lVert \hat{\mathbf{x}}_i - \hat{\mathbf{y}}_j \rVert^2 - R_{ij}, \qquad
+        \mathcal{S}_i = \{ j_{1}, j_{1+d}, \dots, j_{1+(k-1)d} \}
+
+    with :math:`\hat{\cdot}` L2-normalised features and :math:`j_1, j_2, \dots` the keys sorted by :math:`d_{ij}`.
+    No gradient (graph construction).
 
     Args:
-        x: queries [B, N, C] (any scale; normalised here).
-        y: keys [B, M, C] (normalised here).
-        k, dilation: ViG's k and d.
-        relative_pos: R [N, M] (subtracted from the distance) or None.
-        max_elements: bound on B * n_chunk * M entries of one distance block.
-    Returns:
-        idx [B, N, k] int64 key indices, nearest first.
+        x: queries (any scale; normalised here).
+        y: keys (normalised here).
+        k: neighbours per query (paper: 25). dilation: ViG's d (default 1). Both clamped so that k * d <= M.
+        relative_pos: R (subtracted from the distance), or None (default).
+        max_elements: bound on the B * n_chunk * M entries of one distance block (default 2^25).
+
+    Shapes:
+        - **x:** :math:`(B, N, C)`, **y:** :math:`(B, M, C)`, **relative_pos:** :math:`(N, M)`
+        - **output:** :math:`(B, N, k)` int64 key indices, nearest first
     """
     with torch.autocast(x.device.type, enabled=False):  # rank neighbours in float32 even under bf16 autocast
         return _knn(x.float(), y.float(), k, dilation, relative_pos, max_elements)

@@ -1,4 +1,4 @@
-"""Local-Higher order Graph convolution (seed 001 §II-B1, eqs. 3-4) and the Table IV / V ablations.
+"""Local-Higher order Graph convolution (LHGNN, Singh et al., §II-B1, eqs. 3-4) and the Table IV / V ablations.
 
     x_i'' = sigma( x_i (+) max(S_i - x_i) (+) max(L_i - x_i) )                          (3)
     y_i   = x_i + h(x_i'')                                                               (4)
@@ -45,15 +45,31 @@ def build_clustering(name: str, num_clusters: int, m: float, iters: int, init: s
 
 
 class LHGConv(nn.Module):
-    """x [B, C, H, W] -> x'' [B, t*C, H, W] (eq. 3; t = 3 for kernel "both", else 2).
+    r"""Local-Higher order graph convolution of LHGNN (Singh, Benetos, Phan, Stowell,
+    *LHGNN: Local-Higher Order Graph Neural Networks for Audio Classification and Tagging*, §II-B1, eq. 3):
+
+    .. math::
+        \mathbf{x}_i'' = \sigma\Big(\mathbf{x}_i \,\Vert\, \max_{j \in \mathcal{S}_i}(\mathbf{x}_j - \mathbf{x}_i)
+            \,\Vert\, \max_{\mathbf{c}_p \in \mathcal{L}_i}(\mathbf{c}_p - \mathbf{x}_i)\Big)
+
+    :math:`\mathcal{S}_i`: dilated k-NN among the pooled keys; :math:`\mathcal{L}_i`: the K centroids of
+    largest :math:`u^m` (eqs. 1-2); :math:`\sigma`: grouped 1x1 conv, BN, GELU. h and the residual of eq. 4
+    are the Grapher's (models/lhgnn.py).
 
     Args:
-        channels: C (must be divisible by 4 for the relative position and the grouped conv).
-        k: neighbours in S_i (paper §II-C: 25). dilation: ViG dilation d. reduce: key pooling ratio r.
-        num_clusters: P (§II-C: 50). top_clusters: K (§II-C: 10). fcm_m: m (§II-B1: 2). cluster_iters: v (1).
-        cluster_init: "pool" (deterministic) or "randn" (official). relative_pos: add ViG's term.
-        rel_pos_cache: shared cache of relative positions (one per stage); built here if None.
-        groups: groups of the 1x1 conv of sigma (official: 4).
+        channels: C (divisible by 4 for the relative position and the grouped conv).
+        k: neighbours in S_i (default 25, §II-C). dilation: ViG dilation d (default 1). reduce: key pooling r
+            (default 1). num_clusters: P (default 50, §II-C). top_clusters: K (default 10, §II-C).
+        kernel: ``"both"`` (default, eq. 3), ``"local"`` or ``"higher"`` (Table IV).
+        clustering: ``"fcm"`` (default), ``"kmeans"`` or ``"density"`` (Table V).
+        fcm_m: m (default 2.0, §II-B1). cluster_iters: v (default 1). cluster_init: ``"pool"`` (default,
+            deterministic) or ``"randn"`` (official). relative_pos: add ViG's term (default True).
+        rel_pos_cache: shared cache of relative positions (one per stage); built here if None (default).
+        groups: groups of the 1x1 conv of sigma (default 4, official).
+
+    Shapes:
+        - **input:** :math:`(B, C, H, W)`
+        - **output:** :math:`(B, tC, H, W)`, t = 3 for kernel ``"both"``, else 2
     """
 
     def __init__(
@@ -82,10 +98,14 @@ class LHGConv(nn.Module):
         self.use_higher = kernel in ("both", "higher")
         self.terms = 1 + int(self.use_local) + int(self.use_higher)
         self.cluster = (
-            build_clustering(clustering, num_clusters, fcm_m, cluster_iters, cluster_init) if self.use_higher else None
+            build_clustering(clustering, num_clusters, fcm_m, cluster_iters, cluster_init)
+            if self.use_higher
+            else None
         )
         if relative_pos and self.use_local:
-            self.rel_pos = rel_pos_cache if rel_pos_cache is not None else RelativePositionCache(channels, reduce)
+            self.rel_pos = (
+                rel_pos_cache if rel_pos_cache is not None else RelativePositionCache(channels, reduce)
+            )
         else:
             self.rel_pos = None
         width = self.terms * channels

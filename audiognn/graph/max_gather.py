@@ -61,7 +61,23 @@ class _MaxGather(torch.autograd.Function):
 
 
 def max_gather(src: torch.Tensor, idx: torch.Tensor, max_elements: int = 1 << 24) -> torch.Tensor:
-    """src [B, M, C], idx [B, N, k] (int64 in [0, M)) -> [B, N, C] = max over the k gathered rows."""
+    r"""Max over gathered rows, the max of LHGNN's max-relative aggregation (Singh, Benetos, Phan, Stowell,
+    *LHGNN: Local-Higher Order Graph Neural Networks for Audio Classification and Tagging*, eq. 3):
+
+    .. math::
+        \mathbf{o}_{i} = \max_{j \in \mathrm{idx}_i} \mathbf{s}_j \quad \text{(elementwise)}, \qquad
+        \max_{j} (\mathbf{x}_j - \mathbf{x}_i) = \mathbf{o}_i - \mathbf{x}_i
+
+    Never materialises :math:`(B, N, k, C)` for autograd: the backward keeps only the arg-max row per
+    (node, channel) and scatter-adds the gradient there (ties: one row, as ``torch.max``).
+
+    Args:
+        src: rows (keys or centroids). idx: row indices in [0, M). max_elements: bound on one gathered chunk
+            (default 2^24).
+
+    Shapes:
+        - **src:** :math:`(B, M, C)`, **idx:** :math:`(B, N, k)` -> **output:** :math:`(B, N, C)`
+    """
     if idx.shape[-1] == 0:
         raise ValueError("max_gather: idx has no neighbours (k = 0)")
     return _MaxGather.apply(src, idx, max_elements)

@@ -1,4 +1,4 @@
-"""ViG's 2-D sin-cos relative-position term for the dilated k-NN (seed 001 ref. [10], Vision GNN).
+"""ViG's 2-D sin-cos relative-position term for the dilated k-NN (LHGNN ref. [10], Vision GNN).
 
 Vision GNN adds to the k-NN distance the term
 
@@ -37,7 +37,19 @@ def sincos_2d(rows: torch.Tensor, cols: torch.Tensor, dim: int) -> torch.Tensor:
 
 
 def relative_position(dim: int, height: int, width: int, reduce: int = 1) -> torch.Tensor:
-    """R = 2 E_q E_k^T / dim for an H x W query grid and its ``reduce``-pooled key grid: [N, M] float32.
+    r"""Vision GNN's relative-position term of the k-NN distance used by LHGNN (Singh, Benetos, Phan, Stowell,
+    *LHGNN: Local-Higher Order Graph Neural Networks for Audio Classification and Tagging*, ref. [10]):
+
+    .. math::
+        R_{ij} = \frac{2}{D} \, \mathbf{e}_i^{q} \cdot \mathbf{e}_j^{k}
+
+    with :math:`\mathbf{e}` the 2-D sin-cos embedding of dimension D of the query / key grid positions.
+
+    Args:
+        dim: D (divisible by 4). height, width: the query grid. reduce: key pooling ratio r (default 1).
+
+    Shapes:
+        - **output:** :math:`(N, M)` float32, N = H * W, M = ceil(H / r) * ceil(W / r)
 
     Key grid: ceil(H / r) x ceil(W / r) cells (``avg_pool2d(..., ceil_mode=True)``), each placed at the
     centre of the query positions it averages.

@@ -58,10 +58,14 @@ def bn_forward(a: torch.Tensor, bn: nn.BatchNorm2d) -> tuple[torch.Tensor, torch
         bn.num_batches_tracked.add_(1)
         if bn.momentum is None:  # cumulative moving average
             factor = 1.0 / float(bn.num_batches_tracked)
-    return torch.ops.aten.native_batch_norm(a, bn.weight, bn.bias, bn.running_mean, bn.running_var, True, factor, bn.eps)
+    return torch.ops.aten.native_batch_norm(
+        a, bn.weight, bn.bias, bn.running_mean, bn.running_var, True, factor, bn.eps
+    )
 
 
-def bn_recompute(a: torch.Tensor, bn: nn.BatchNorm2d, mean: torch.Tensor, invstd: torch.Tensor) -> torch.Tensor:
+def bn_recompute(
+    a: torch.Tensor, bn: nn.BatchNorm2d, mean: torch.Tensor, invstd: torch.Tensor
+) -> torch.Tensor:
     """bn(a) again from the saved batch statistics: one elementwise pass, no reduction."""
     scale = invstd if bn.weight is None else invstd * bn.weight
     shift = -mean * scale if bn.bias is None else bn.bias - mean * scale
@@ -72,7 +76,9 @@ def bn_backward(grad, a, bn, mean, invstd) -> tuple:
     """(grad a, grad weight, grad bias) of training-mode BN with the saved batch statistics."""
     affine = bn.weight is not None
     mask = [True, affine and bn.weight.requires_grad, affine and bn.bias.requires_grad]
-    return torch.ops.aten.native_batch_norm_backward(grad, a, bn.weight, None, None, mean, invstd, True, bn.eps, mask)
+    return torch.ops.aten.native_batch_norm_backward(
+        grad, a, bn.weight, None, None, mean, invstd, True, bn.eps, mask
+    )
 
 
 class _BnActConv(torch.autograd.Function):
@@ -123,7 +129,9 @@ def bn_act_conv(a: torch.Tensor, bn: nn.BatchNorm2d, dw: nn.Conv2d | None, conv:
 def frozen_batchnorm_stats(module: nn.Module):
     """BatchNorm layers of ``module`` leave their running statistics as they are inside the context."""
     bns = [m for m in module.modules() if isinstance(m, nn.modules.batchnorm._BatchNorm)]
-    saved = [(m.momentum, None if m.num_batches_tracked is None else m.num_batches_tracked.clone()) for m in bns]
+    saved = [
+        (m.momentum, None if m.num_batches_tracked is None else m.num_batches_tracked.clone()) for m in bns
+    ]
     for m in bns:
         m.momentum = 0.0
     try:

@@ -1,4 +1,4 @@
-"""LHGNN: Local-Higher order Graph Neural Network (seed 001, Singh et al., arXiv:2501.03464).
+"""LHGNN: Local-Higher order Graph Neural Network (Singh, Benetos, Phan, Stowell, arXiv:2501.03464).
 
 Input x [B, T, F] normalised log-mel (time, mel) -> logits [B, num_classes]; ``embed(x)`` -> [B, 1024].
 
