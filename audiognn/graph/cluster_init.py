@@ -14,6 +14,7 @@ import math
 
 import torch
 import torch.nn.functional as F
+from torch import nn
 
 INITS = ("pool", "randn")
 
@@ -47,3 +48,33 @@ def squared_distance(x: torch.Tensor, c: torch.Tensor) -> torch.Tensor:
     x_sq = (x * x).sum(-1, keepdim=True)  # [B, N, 1]
     c_sq = (c * c).sum(-1).unsqueeze(1)  # [B, 1, P]
     return torch.baddbmm(x_sq + c_sq, x, c.transpose(1, 2), alpha=-2.0).clamp_min_(0.0)
+
+
+class DistanceClustering(nn.Module):
+    r"""Base of the k-means and mean-shift modules of LHGNN's Table V ablation (Singh, Benetos, Phan, Stowell,
+    *LHGNN: Local-Higher Order Graph Neural Networks for Audio Classification and Tagging*): ``iters`` steps of
+    ``update`` from :func:`init_centroids`, then node scores
+
+    .. math::
+        \mathrm{score}_{ip} = -\lVert \mathbf{x}_i - \mathbf{c}_p \rVert^2 \quad \text{(larger = nearer)}
+
+    Args:
+        num_clusters: P (default 50). iters: update steps (default 1). init: ``"pool"`` (default) or ``"randn"``.
+
+    Shapes:
+        - **input:** nodes :math:`(B, N, C)`, optional grid size ``hw`` = (H, W)
+        - **output:** centroids :math:`(B, P, C)`, scores :math:`(B, N, P)`
+    """
+
+    update = None  # a function (x [B, N, C], centroids [B, P, C], iters) -> centroids [B, P, C]
+
+    def __init__(self, num_clusters: int = 50, iters: int = 1, init: str = "pool"):
+        super().__init__()
+        self.num_clusters, self.iters, self.init = num_clusters, iters, init
+
+    @torch.no_grad()
+    def forward(
+        self, x: torch.Tensor, hw: tuple[int, int] | None = None
+    ) -> tuple[torch.Tensor, torch.Tensor]:
+        c = type(self).update(x, init_centroids(x, self.num_clusters, self.init, hw), self.iters)
+        return c, -squared_distance(x, c)

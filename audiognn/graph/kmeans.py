@@ -12,7 +12,7 @@ from __future__ import annotations
 import torch
 import torch.nn.functional as F
 
-from audiognn.graph.cluster_init import init_centroids, squared_distance
+from audiognn.graph.cluster_init import DistanceClustering, squared_distance
 
 
 @torch.no_grad()
@@ -41,28 +41,7 @@ def kmeans(x: torch.Tensor, centroids: torch.Tensor, iters: int = 1) -> torch.Te
     return c
 
 
-class KMeans(torch.nn.Module):
-    r"""K-means clustering module for LHGNN's Table V ablation (Singh, Benetos, Phan, Stowell,
-    *LHGNN: Local-Higher Order Graph Neural Networks for Audio Classification and Tagging*): centroids and node scores.
+class KMeans(DistanceClustering):
+    """Clustering module of LHGNN's Table V ablation by k-means (Lloyd steps, :func:`kmeans`); see :class:`DistanceClustering`."""
 
-    .. math::
-        \mathrm{score}_{ip} = -\lVert \mathbf{x}_i - \mathbf{c}_p \rVert^2 \quad \text{(larger = nearer)}
-
-    Args:
-        num_clusters: P (default 50). iters: k-means steps (default 1). init: ``"pool"`` (default) or ``"randn"``.
-
-    Shapes:
-        - **input:** nodes :math:`(B, N, C)`, optional grid size ``hw`` = (H, W)
-        - **output:** centroids :math:`(B, P, C)`, scores :math:`(B, N, P)`
-    """
-
-    def __init__(self, num_clusters: int = 50, iters: int = 1, init: str = "pool"):
-        super().__init__()
-        self.num_clusters, self.iters, self.init = num_clusters, iters, init
-
-    @torch.no_grad()
-    def forward(
-        self, x: torch.Tensor, hw: tuple[int, int] | None = None
-    ) -> tuple[torch.Tensor, torch.Tensor]:
-        c = kmeans(x, init_centroids(x, self.num_clusters, self.init, hw), self.iters)
-        return c, -squared_distance(x, c)
+    update = staticmethod(kmeans)
