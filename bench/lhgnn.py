@@ -1,28 +1,29 @@
-"""Benchmark: LHGNN train-step throughput and peak memory, ours vs a straightforward reference block.
+"""Benchmark: LHGNN train-step time and peak memory, ours vs an official-style reference, at the paper's input.
 
-    python bench/lhgnn.py                       # CPU default: ~2 min on 2 quiet cores
-    python bench/lhgnn.py --model-frames 1024 --model-batch 8 --block-batch 16 --steps 5   # on a GPU
+    python bench/lhgnn.py                                # CPU: LHGNN-s at 1024 x 128, batch 2 and 4 (~10 min)
+    python bench/lhgnn.py --device cuda --model-batch 8 16 --steps 10   # GPU: bf16 autocast + torch.compile
 
-Reference (measured in the same run, same weights, same k-NN indices): the LHG graph convolution
-written the way the official code does it (seed 001 eq. 3) — max-relative aggregation by gathering
-both x_j and x_i into [B, C, N, k] tensors and taking max(x_j - x_i); Fuzzy C-Means centroids (eq. 2)
-by broadcasting ``weights * x.unsqueeze(-1)`` into [B, N, C, P]; the cluster term likewise by two
-[B, C, N, K] gathers. Ours: one gather-max (max_k x_j - x_i, arg-max kept for the backward), eq. 2 as
-an einsum. Both use eq. 1 memberships and the deterministic "pool" initialisation, so the bench
-asserts equal outputs and gradients before timing.
+Reference (measured in the same run, same weights, same k-NN indices): LHGNN written the way the official
+code does it (Singh et al., LHGNN, eq. 3) — max-relative aggregation by gathering both x_j and x_i into
+[B, C, N, k] tensors and taking max(x_j - x_i); Fuzzy C-Means centroids (eq. 2) by broadcasting
+``weights * x.unsqueeze(-1)`` into [B, N, C, P]; the cluster term likewise by two [B, C, N, K] gathers; the
+Grapher and ConvFFN as plain module chains that keep every activation for autograd. Ours: one gather-max
+(arg-max kept), eq. 2 as an einsum, and the memory-lean training path (audiognn/models/lean_ops.py: BN,
+GELU, depth-wise conv and the gathered maxima recomputed in the backward). Both use eq. 1 memberships and
+the deterministic "pool" initialisation, so the bench asserts equal outputs and gradients before timing.
 
-CPU defaults (to stay near 2 minutes): the graph block at the paper's stage-1 size (128 x 1024 input:
-80 channels, 32 x 256 = 8192 nodes, 512 pooled keys) with batch 4; whole models with batch 2 on
-128 x 256 inputs; 2 timed steps; one intra-op thread.
-
-Measured: a train step = forward + backward (+ SGD-free: no optimiser), clips per second over
-``--steps`` steps after one warm-up step. Peak memory:
-- CUDA: ``torch.cuda.max_memory_allocated`` during the steps, minus the memory allocated before;
-- CPU: each measurement runs in its own subprocess; peak memory = peak resident set size during the
-  steps (``VmHWM``, reset through /proc/self/clear_refs) minus the RSS before the first step, with glibc's
-  ``MALLOC_MMAP_THRESHOLD_=65536`` so freed tensor memory goes back to the OS and RSS follows the live
-  allocations (an upper bound: it also counts allocator overhead and temporary buffers of oneDNN).
-Timings on a shared machine are noisy; compare the ratios, which are measured in the same run.
+Rows: one Grapher at the stage-1 size of a 128 x 1024 input (80 channels, 32 x 256 = 8192 nodes, 512
+pooled keys), then whole models at ``--model-frames`` x ``--mels`` (default 1024 x 128, the paper's 10 s
+clips, §III-A) for every ``--model-batch``. Each measurement runs in its own subprocess, reference and ours
+alternating, ``--threads`` intra-op threads (default 2). A train step = forward + backward (no optimiser);
+time per step over ``--steps`` steps after one warm-up step. Peak memory:
+- CPU: peak resident set size during the steps (``VmHWM``, reset through /proc/self/clear_refs just before
+  the warm-up step) minus the RSS at that moment, with glibc's ``MALLOC_MMAP_THRESHOLD_=65536`` so freed
+  tensor memory goes back to the OS and RSS follows the live allocations;
+- CUDA: ``torch.cuda.max_memory_allocated`` during the steps minus the memory allocated before; the model
+  runs under ``torch.autocast("cuda", torch.bfloat16)`` and ``torch.compile`` (``--no-compile`` for eager);
+  there the lean custom Functions step aside (lean_ops.use_lean) and AOT autograd chooses what to recompute.
+Timings on a shared machine are noisy; compare the ratios, measured in the same run.
 """
 
 from __future__ import annotations
@@ -154,8 +155,9 @@ def build(kind: str, variant: str, batch: int, frames: int, mels: int, device: s
     return model, x
 
 
-def step(model: nn.Module, x: torch.Tensor) -> None:
-    out = model(x)
+def step(model: nn.Module, x: torch.Tensor, cuda: bool = False) -> None:
+    with torch.autocast("cuda", dtype=torch.bfloat16, enabled=cuda):
+        out = model(x)
     out.float().square().mean().backward()
     model.zero_grad(set_to_none=True)
 
@@ -176,9 +178,12 @@ def _reset_peak_rss() -> float:
     return _status_mb("VmRSS")
 
 
-def worker(kind: str, variant: str, batch: int, frames: int, mels: int, steps: int, device: str) -> dict:
+def worker(kind: str, variant: str, batch: int, frames: int, mels: int, steps: int, device: str,
+           compile_model: bool = True) -> dict:  # fmt: skip
     model, x = build(kind, variant, batch, frames, mels, device)
     cuda = device.startswith("cuda")
+    if cuda and compile_model:
+        model = torch.compile(model)
     if cuda:
         torch.cuda.synchronize()
         torch.cuda.reset_peak_memory_stats()
@@ -186,23 +191,24 @@ def worker(kind: str, variant: str, batch: int, frames: int, mels: int, steps: i
     else:
         gc.collect()
         base = _reset_peak_rss()
-    step(model, x)  # warm-up (also builds the relative-position cache)
+    step(model, x, cuda)  # warm-up (also builds the relative-position cache; compiles on CUDA)
     if cuda:
         torch.cuda.synchronize()
-    t = time.perf_counter()
+    t, cpu0 = time.perf_counter(), time.process_time()
     for _ in range(steps):
-        step(model, x)
+        step(model, x, cuda)
     if cuda:
         torch.cuda.synchronize()
-    dt = time.perf_counter() - t
+    dt, cpu = time.perf_counter() - t, time.process_time() - cpu0
     peak = (torch.cuda.max_memory_allocated() - base) / 2**20 if cuda else _status_mb("VmHWM") - base
-    return {"clips_per_s": batch * steps / dt, "peak_mb": peak, "s_per_step": dt / steps}
+    return {"clips_per_s": batch * steps / dt, "peak_mb": peak, "s_per_step": dt / steps, "cpu_s_per_step": cpu / steps}
 
 
 def measure(args, kind: str, variant: str, batch: int) -> dict:
     frames = args.frames if kind == "block" else args.model_frames
     cmd = [sys.executable, __file__, "--worker", kind, variant, str(batch), "--frames", str(frames),
-           "--mels", str(args.mels), "--steps", str(args.steps), "--device", args.device]  # fmt: skip
+           "--mels", str(args.mels), "--steps", str(args.steps), "--device", args.device,
+           "--threads", str(args.threads)] + (["--no-compile"] if args.no_compile else [])  # fmt: skip
     env = dict(os.environ, MALLOC_MMAP_THRESHOLD_="65536", OMP_NUM_THREADS=str(args.threads))
     res = subprocess.run(cmd, env=env, capture_output=True, text=True, check=False)
     if res.returncode != 0:
@@ -244,45 +250,44 @@ def main() -> None:
     p = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     p.add_argument("--worker", nargs=3, metavar=("KIND", "VARIANT", "BATCH"), help=argparse.SUPPRESS)
     p.add_argument("--frames", type=int, default=1024, help="input frames T of the graph block (paper: 1024)")
-    p.add_argument("--model-frames", type=int, default=256,
-                   help="input frames T for the whole models (default 256 = 2.56 s to keep the CPU run short)")
+    p.add_argument("--model-frames", type=int, default=1024, help="input frames T for whole models (paper: 1024)")
     p.add_argument("--mels", type=int, default=128, help="mel bins F (paper: 128)")
     p.add_argument("--steps", type=int, default=2, help="timed train steps per measurement (after 1 warm-up)")
-    p.add_argument("--block-batch", type=int, default=4, help="batch for the stage-1 graph block")
-    p.add_argument("--model-batch", type=int, default=2, help="batch for whole models")
-    p.add_argument("--models", nargs="*", default=["tiny", "s"], choices=["tiny", "s"])
-    p.add_argument("--threads", type=int, default=1,
-                   help="intra-op threads (default 1: robust ratios on a shared machine; OpenMP barriers of 2+ "
-                        "threads dominate small kernels when the cores are oversubscribed)")
+    p.add_argument("--block-batch", type=int, default=4, help="batch for the stage-1 graph block (0: no block row)")
+    p.add_argument("--model-batch", type=int, nargs="+", default=[2, 4], help="batches for whole models")
+    p.add_argument("--models", nargs="*", default=["s"], choices=["tiny", "s"])
+    p.add_argument("--threads", type=int, default=2, help="intra-op threads of every measurement (default 2)")
     p.add_argument("--device", default="cuda" if torch.cuda.is_available() else "cpu")
+    p.add_argument("--no-compile", action="store_true", help="CUDA: eager bf16 instead of torch.compile")
     args = p.parse_args()
-    if args.worker:
-        torch.set_num_threads(args.threads)
-        kind, variant, batch = args.worker
-        print(json.dumps(worker(kind, variant, int(batch), args.frames, args.mels, args.steps, args.device)))
-        return
     torch.set_num_threads(args.threads)
+    if args.worker:
+        kind, variant, batch = args.worker
+        res = worker(kind, variant, int(batch), args.frames, args.mels, args.steps, args.device, not args.no_compile)
+        print(json.dumps(res))
+        return
     check_equal(args)
-    mem = "CUDA max_memory_allocated" if args.device.startswith("cuda") else "peak RSS delta (subprocess)"
-    print(f"device {args.device}, {args.threads} threads; input {args.mels} mels x {args.frames} frames for the "
-          f"graph block, x {args.model_frames} frames for whole models (527 classes); {args.steps} timed train "
-          f"steps (fwd+bwd) after 1 warm-up; memory = {mem}")  # fmt: skip
-    rows = [("block", args.block_batch)] + [(m, args.model_batch) for m in args.models]
-    header = f"{'what':<34}{'batch':>6}{'ref clips/s':>13}{'ours clips/s':>14}{'speed-up':>10}{'ref MB':>9}{'ours MB':>9}{'ratio':>7}"
-    print(header)
-    results = {}
+    cuda = args.device.startswith("cuda")
+    mem = "CUDA max_memory_allocated" if cuda else "peak RSS delta (subprocess)"
+    mode = (" bf16 autocast" + ("" if args.no_compile else " + torch.compile")) if cuda else " float32 eager"
+    print(f"device {args.device}{mode}, {args.threads} threads; input {args.mels} mels x {args.frames} frames for "
+          f"the graph block, x {args.model_frames} frames for whole models (527 classes); {args.steps} timed "
+          f"train steps (fwd+bwd) after 1 warm-up; memory = {mem}")  # fmt: skip
+    rows = ([("block", args.block_batch)] if args.block_batch else []) + [
+        (m, b) for m in args.models for b in args.model_batch
+    ]
+    print(f"{'what':<28}{'batch':>6}{'ref s/step':>11}{'ours s/step':>12}{'speed-up':>9}{'CPU-time':>9}"
+          f"{'ours clips/s':>13}{'ref MB':>8}{'ours MB':>8}{'ratio':>6}")  # fmt: skip
     for kind, batch in rows:
-        ref = measure(args, kind, "reference", batch)
+        ref = measure(args, kind, "reference", batch)  # alternating: reference, then ours, row by row
         ours = measure(args, kind, "ours", batch)
-        sp, mr = ours["clips_per_s"] / ref["clips_per_s"], ours["peak_mb"] / max(ref["peak_mb"], 1e-9)
-        results[kind] = (sp, mr)
-        name = "graph block (Grapher, stage 1 of s)" if kind == "block" else f"LHGNN-{kind} train step"
-        print(f"{name:<34}{batch:>6}{ref['clips_per_s']:>13.2f}{ours['clips_per_s']:>14.2f}{sp:>9.2f}x"
-              f"{ref['peak_mb']:>9.0f}{ours['peak_mb']:>9.0f}{mr:>7.2f}")  # fmt: skip
-    sp, mr = results["block"]
-    h, w = args.mels // 4, args.frames // 4
-    print(f"graph blocks at stage-1 size (C=80, {h}x{w}={h * w} nodes, {h * w // 16} keys, k=25, P=50, K=10, "
-          f"batch {args.block_batch}): speed-up {sp:.2f}x, peak memory ratio {mr:.2f} (ours / reference)")  # fmt: skip
+        sp, mr = ref["s_per_step"] / ours["s_per_step"], ours["peak_mb"] / max(ref["peak_mb"], 1e-9)
+        sp_cpu = ref["cpu_s_per_step"] / ours["cpu_s_per_step"]
+        name = "Grapher, stage-1 size of s" if kind == "block" else f"LHGNN-{kind} train step"
+        print(f"{name:<28}{batch:>6}{ref['s_per_step']:>11.2f}{ours['s_per_step']:>12.2f}{sp:>8.2f}x{sp_cpu:>8.2f}x"
+              f"{ours['clips_per_s']:>13.2f}{ref['peak_mb']:>8.0f}{ours['peak_mb']:>8.0f}{mr:>6.2f}")  # fmt: skip
+    print("ratio = ours / reference peak memory; speed-up = reference / ours wall time per step; CPU-time = the same "
+          "with process CPU time (less sensitive to other load on a shared machine)")
 
 
 if __name__ == "__main__":
