@@ -116,3 +116,15 @@ def test_gather_max_arg_in_smallest_int_type(M, dtype):
     assert arg.dtype == dtype
     torch.testing.assert_close(src[0][arg[0].long(), torch.arange(3)], val[0])
     assert torch.equal(val, src[0][idx[0]].amax(1)[None])
+
+
+def test_checkpoint_with_the_old_classifier_keys_loads():
+    m = LHGNN(3, size="tiny").eval()
+    sd = m.state_dict()
+    sd["classifier.weight"] = sd.pop("head.1.weight")[:, :, None, None]  # the former 1x1 conv classifier
+    sd["classifier.bias"] = sd.pop("head.1.bias")
+    m2 = LHGNN(3, size="tiny").eval()
+    m2.load_state_dict(sd)
+    x = torch.randn(1, 64, 64)
+    with torch.no_grad():
+        assert torch.equal(m2(x), m(x))

@@ -240,6 +240,7 @@ class LHGNN(AudioBackbone):
         self.neck = nn.Sequential(nn.Conv2d(chans[-1], self.embed_dim, 1), nn.BatchNorm2d(self.embed_dim), nn.GELU())
         self.head = nn.Sequential(nn.Dropout(dropout), nn.Linear(self.embed_dim, num_classes))  # classifier
         self._init_weights()
+        self._register_load_state_dict_pre_hook(_old_head_keys)
 
     def _init_weights(self) -> None:
         # official / ViG: kaiming-normal conv weights, zero biases
@@ -276,6 +277,14 @@ class LHGNN(AudioBackbone):
     def embed(self, x: torch.Tensor) -> torch.Tensor:
         """Clip embedding [B, embed_dim]: the head's hidden layer (after GELU, before dropout)."""
         return self.neck(self.features(x)).flatten(1)
+
+
+def _old_head_keys(state_dict, prefix, *args) -> None:
+    """Checkpoints written before the classifier became ``head`` (a 1x1 conv then, a Linear now) still load."""
+    for name in ("weight", "bias"):
+        old = state_dict.pop(f"{prefix}classifier.{name}", None)
+        if old is not None:
+            state_dict[f"{prefix}head.1.{name}"] = old.flatten(1) if name == "weight" else old
 
 
 def count_trainable(model: nn.Module) -> int:
