@@ -13,11 +13,13 @@ validation / test / predict: every clip exactly once over all ranks) is :mod:`da
 
 from __future__ import annotations
 
+import itertools
+import warnings
 from pathlib import Path
 
 import lightning as L
 import torch
-from torch.utils.data import DataLoader, Dataset
+from torch.utils.data import DataLoader, IterableDataset
 
 from audiognn.data.shards import (  # noqa: F401  (re-exported: former home of the shard format)
     ShardError,
@@ -25,32 +27,70 @@ from audiognn.data.shards import (  # noqa: F401  (re-exported: former home of t
     iter_tar,
     load_dataset_info,
     load_npy,
+    split_shard_meta,
     split_shards,
 )
-from audiognn.features import FeatureConfig, extract
+from audiognn.features import AudioError, FeatureConfig, extract
 from datamodules.planning import allocate, split_sizes  # noqa: F401  (re-exported)
+from datamodules.readers.folder import FOLDER_EXTENSIONS
 from datamodules.readers.synthetic import ensure_synthetic, synthetic_info
 from datamodules.shard_stream import EpochLoader, ShardStream, SharedCounter
 from datamodules.synthetic import SyntheticConfig
 from datamodules.transforms import Mixup, SpecAugment
 
 
-class AudioFiles(Dataset):
-    """Audio files featurised on the fly with a dataset's feature parameters (for ``predict``).
+def audio_paths(paths: list[str]) -> list[str]:
+    """``paths`` with every directory replaced by its audio files (recursive, sorted; hidden files left out)."""
+    out = []
+    for p in map(Path, paths):
+        if not p.is_dir():
+            out.append(str(p))
+            continue
+        found = sorted(str(f) for f in p.rglob("*") if f.suffix.lower() in FOLDER_EXTENSIONS
+                       and f.is_file() and not any(part.startswith(".") for part in f.relative_to(p).parts))
+        if not found:
+            raise FileNotFoundError(f"predict_files: directory {p} holds no audio ({', '.join(FOLDER_EXTENSIONS)})")
+        out += found
+    return out
+
+
+class AudioFiles(IterableDataset):
+    """Audio files featurised on the fly with a dataset's feature parameters, in batches (for ``predict``).
+
+    A file that cannot be decoded is skipped, warned about and listed in ``failures`` (``{"path", "reason",
+    "detail"}``); every other file is predicted. Iterated in the main process (no DataLoader workers), so
+    ``failures`` is the caller's list.
 
     Args:
-        paths: audio files; features: ``dataset.json``'s ``features``; num_classes: width of the (zero) targets.
+        paths: audio files; features: ``dataset.json``'s ``features``; num_classes: width of the (zero) targets;
+        batch_size: files per batch (default 1).
     """
 
-    def __init__(self, paths: list[str], features: dict, num_classes: int):
+    def __init__(self, paths: list[str], features: dict, num_classes: int, batch_size: int = 1):
         self.paths, self.cfg, self.num_classes = [str(p) for p in paths], FeatureConfig.from_dict(features), num_classes
+        self.batch_size = batch_size
+        self.failures: list[dict] = []
 
-    def __len__(self) -> int:
-        return len(self.paths)
+    def _item(self, path: str) -> dict | None:
+        try:
+            mel, _ = extract(path, self.cfg)
+        except Exception as exc:  # AudioError, or a decoder's own error: one bad file must not stop the run
+            reason, detail = (exc.reason, exc.detail) if isinstance(exc, AudioError) else ("error", repr(exc))
+            self.failures.append({"path": path, "reason": reason, "detail": detail})
+            warnings.warn(f"predict: skipped {path}: {reason} {detail}".rstrip(), stacklevel=2)
+            return None
+        return {"x": mel.to(torch.float16), "y": torch.zeros(self.num_classes), "key": path}
 
-    def __getitem__(self, i):
-        mel, _ = extract(self.paths[i], self.cfg)
-        return {"x": mel.to(torch.float16), "y": torch.zeros(self.num_classes), "key": self.paths[i]}
+    def __iter__(self):
+        self.failures.clear()
+        items = (item for item in map(self._item, self.paths) if item is not None)
+        while batch := list(itertools.islice(items, self.batch_size)):
+            yield {"x": torch.stack([b["x"] for b in batch]), "y": torch.stack([b["y"] for b in batch]),
+                   "key": [b["key"] for b in batch]}
+
+
+_EXPECTED = {"batch_size": "an integer >= 1", "num_workers": "an integer >= 0",
+             "train_mode": "'exact' or 'resampled'"}
 
 
 class AudioShardDataModule(L.LightningDataModule):
@@ -72,12 +112,18 @@ class AudioShardDataModule(L.LightningDataModule):
             192 frames); 0 disables.
         seed: seed of the per-epoch plan, crops and shuffling.
         skip_corrupt_shards: warn about and skip a corrupt shard instead of stopping (counted in
-            ``corrupt_shards`` and logged by AudioClassifier as ``data/corrupt_shards``). In exact mode a
-            skipped shard leaves its worker short of clips, so under DDP that rank may end an epoch a
-            batch early; on unreliable storage prefer ``train_mode="resampled"``.
+            ``corrupt_shards`` and logged by AudioClassifier as ``data/corrupt_shards``). A shard is corrupt
+            when it cannot be read or its clip count or sha256 differs from ``dataset.json``. Training
+            epochs keep their planned length on every rank (clips of the readable shards fill in); a
+            validation / test pass lacks the skipped shard's clips.
         synthetic: a :class:`~datamodules.synthetic.SyntheticConfig` (in YAML, its fields as a mapping):
             when set, ``prepare_data`` writes that synthetic set to ``root`` if it is missing.
-        predict_files: audio files for ``predict`` (else the test splits are predicted).
+        predict_files: audio files or directories of them (expanded to their audio files, sorted) for
+            ``predict`` (else the test splits are predicted). Files that cannot be decoded are skipped,
+            warned about and listed in ``predict_failures``.
+
+    Bad settings (``batch_size`` < 1, ``num_workers`` < 0, an unknown ``train_mode``) and a missing
+    ``dataset.json`` raise a one-line error from ``__init__``, before anything runs.
     """
 
     def __init__(
@@ -101,6 +147,11 @@ class AudioShardDataModule(L.LightningDataModule):
         predict_files: list[str] | None = None,
     ):
         super().__init__()
+        for key, value, ok in (("batch_size", batch_size, isinstance(batch_size, int) and batch_size >= 1),
+                               ("num_workers", num_workers, isinstance(num_workers, int) and num_workers >= 0),
+                               ("train_mode", train_mode, train_mode in ("exact", "resampled"))):
+            if not ok:
+                raise ValueError(f"data.{key} must be {_EXPECTED[key]}, got {value!r}")
         self.save_hyperparameters()
         self.root = str(root)
         self.synthetic = SyntheticConfig.coerce(synthetic)
@@ -112,6 +163,7 @@ class AudioShardDataModule(L.LightningDataModule):
         self.num_classes: int = len(self.class_names)
         self.multilabel: bool = bool(self.info["multilabel"])
         self.corrupt = SharedCounter()
+        self.predict_failures: list[dict] = []
         self.mixup = Mixup(mixup_alpha, mixup_prob)
         self.spec_augment = SpecAugment(freq_mask, time_mask)
 
@@ -137,6 +189,12 @@ class AudioShardDataModule(L.LightningDataModule):
         self.info = load_dataset_info(self.root)
         norm = self.info["norm"]
         self.mean, self.std = float(norm["mean"]), float(norm["std"])
+        unverified = sorted(s for s, m in self.info["splits"].items() if not m.get("sha256"))
+        if unverified and not getattr(self, "_warned_unverified", False):
+            self._warned_unverified = True
+            warnings.warn(f"{self.root}: dataset.json records no shard checksums for {unverified} (written by an "
+                          "older prepare): those shards are read without sha256 verification; re-run prepare",
+                          stacklevel=2)
 
     # --- loaders -------------------------------------------------------------------------------------
     def _rank_world(self) -> tuple[int, int]:
@@ -144,11 +202,12 @@ class AudioShardDataModule(L.LightningDataModule):
         return (t.global_rank, t.world_size) if t is not None else (0, 1)
 
     def _loader(self, names: list[str], mode: str) -> DataLoader:
-        urls, counts = split_shards(self.info, self.root, names)
+        urls, counts, digests = split_shard_meta(self.info, self.root, names)
         hp = self.hparams
         ds = ShardStream(urls, counts, self.num_classes, hp.batch_size, mode, seed=hp.seed,
                          crop_frames=hp.train_crop_frames if mode != "eval" else None,
-                         shuffle_buffer=hp.shuffle_buffer, skip_corrupt=hp.skip_corrupt_shards, counter=self.corrupt)
+                         shuffle_buffer=hp.shuffle_buffer, skip_corrupt=hp.skip_corrupt_shards, counter=self.corrupt,
+                         sha256=digests)
         ds.rank, ds.world = self._rank_world()
         ds.num_workers = max(1, hp.num_workers)
         epoch_fn = (lambda: self.trainer.current_epoch) if self.trainer is not None else None
@@ -170,8 +229,10 @@ class AudioShardDataModule(L.LightningDataModule):
     def predict_dataloader(self):
         """``predict_files`` featurised on the fly, else the test splits."""
         if self.hparams.predict_files:
-            ds = AudioFiles(self.hparams.predict_files, self.info["features"], self.num_classes)
-            return DataLoader(ds, batch_size=self.hparams.batch_size, num_workers=0)
+            ds = AudioFiles(audio_paths(self.hparams.predict_files), self.info["features"], self.num_classes,
+                            self.hparams.batch_size)
+            self.predict_failures = ds.failures
+            return DataLoader(ds, batch_size=None, num_workers=0)
         return self._loader(self.hparams.test_splits, "eval")
 
     # --- on the device -------------------------------------------------------------------------------

@@ -12,7 +12,10 @@ shard lists with per-shard clip counts, the feature parameters and the normalisa
 
 Bad clips (unreadable, truncated, empty, silent or non-finite audio, unsupported format, unknown label) are
 skipped and listed in ``failures.jsonl`` with their reason; every good clip is still written. The exit code
-is 1 when nothing was written, or with ``--strict`` when anything failed; 2 when the reader fails.
+is 1 when nothing was written, or with ``--strict`` when anything failed; 2 when the reader fails or the
+output directory cannot be written (one line naming it: a file, read-only, a full disk); 130 on Ctrl-C.
+An interrupted or failed run removes its partial output and leaves the previous set in ``--out`` intact;
+other files in ``--out`` (a backup ``.tar``, another set's shards) are never touched.
 
 Output is idempotent: the same input gives byte-identical shards.
 """
@@ -27,7 +30,7 @@ from audiognn.data.shards import FORMAT_VERSION
 from audiognn.features import FeatureConfig
 from datamodules.readers import READERS, SyntheticReader, synthetic_result
 from datamodules.readers.base import arg
-from datamodules.shard_writer import Summary, prepare
+from datamodules.shard_writer import Summary, check_output_dir, prepare
 
 #: Output options every reader gets (defaults: LHGNN, Singh et al., §III-A: 1024 frames, 128 bins, 16 kHz).
 OUTPUT_ARGS = (
@@ -69,16 +72,21 @@ def _source(args: argparse.Namespace) -> dict:
 
 
 def main(argv: list[str] | None = None) -> int:
-    """Run the command line; returns the exit code (0 written, 1 nothing written or ``--strict``, 2 error)."""
+    """Run the command line; returns the exit code (0 written, 1 nothing written or ``--strict``, 2 error,
+    130 interrupted)."""
     args = build_parser().parse_args(argv)
     cfg = FeatureConfig(sample_rate=args.sample_rate, num_mel_bins=args.num_mel_bins, target_frames=args.target_frames)
     try:
+        check_output_dir(args.out)  # before reading or featurising anything
         result = READERS[args.reader].read(args)
-    except (FileNotFoundError, ValueError) as exc:
+        summary = prepare(result, args.out, cfg, workers=args.workers, shard_size=args.shard_size,
+                          progress=not args.quiet, source=_source(args))
+    except KeyboardInterrupt:
+        print(f"interrupted: partial output removed; the previous set in {args.out} is unchanged", file=sys.stderr)
+        return 130
+    except (OSError, ValueError) as exc:  # a reader's missing input, an unusable --out, a full disk
         print(f"error: {exc}", file=sys.stderr)
         return 2
-    summary = prepare(result, args.out, cfg, workers=args.workers, shard_size=args.shard_size,
-                      progress=not args.quiet, source=_source(args))
     print(summary)
     if summary.total == 0:
         print("error: no clip was written", file=sys.stderr)

@@ -6,6 +6,13 @@ a synthetic one), computes its log-mel, writes the shards of each split in key o
 training split; when there is no split named ``train`` — ESC-50's folds — over every clip) and
 ``failures.jsonl``. Output is idempotent: everything is assembled in a temporary directory and swapped in
 at the end, with a fixed tar mtime, so the same input gives byte-identical shards.
+
+Faults: the swap replaces only the previous set's own files (the shards its ``dataset.json`` lists or named
+after its splits, ``dataset.json``, ``failures.jsonl``) — other ``.tar`` files in the directory are left
+alone. An interrupted or failed run (Ctrl-C, a full disk) terminates the feature processes (they ignore
+SIGINT, so the parent stops them instead of waiting for their lost tasks), removes its temporary directory
+and leaves the previous set untouched. Clips whose split is not a safe name (:data:`SAFE_NAME`) are failures,
+found before anything is featurised.
 """
 
 from __future__ import annotations
@@ -13,7 +20,9 @@ from __future__ import annotations
 import json
 import multiprocessing as mp
 import os
+import re
 import shutil
+import signal
 import tempfile
 from collections import defaultdict
 from dataclasses import dataclass, field
@@ -23,7 +32,7 @@ import numpy as np
 import torch
 from tqdm import tqdm
 
-from audiognn.data.shards import FORMAT_VERSION, ShardWriter
+from audiognn.data.shards import FORMAT_VERSION, SAFE_NAME, ShardWriter, is_safe_name
 from audiognn.features import AudioError, FeatureConfig, extract
 from datamodules.synthetic import SR, synth_clip
 
@@ -56,6 +65,7 @@ class Summary:
 # --- feature worker ---------------------------------------------------------------------------------------
 def _init_worker() -> None:
     torch.set_num_threads(1)
+    signal.signal(signal.SIGINT, signal.SIG_IGN)  # Ctrl-C reaches the whole group: the parent stops the pool
 
 
 def _failed(clip: dict, reason: str, detail: str) -> dict:
@@ -92,6 +102,11 @@ def _group_clips(result) -> tuple[dict[str, list[dict]], list[dict]]:
     failures = list(result.failures)
     by_split: dict[str, list[dict]] = defaultdict(list)
     for c in result.clips:
+        if not is_safe_name(c.split):
+            failures.append({"key": c.key, "path": c.path, "split": None, "reason": "bad_split",
+                             "detail": f"split name {c.split!r} does not match {SAFE_NAME.pattern} "
+                                       "(shards are named after their split inside --out)"})
+            continue
         unknown = [lab for lab in c.labels if lab not in cls_index]
         if unknown:
             failures.append({"key": c.key, "path": c.path, "split": c.split, "reason": "unknown_label",
@@ -135,14 +150,42 @@ def _norm(stats: np.ndarray) -> tuple[float, float]:
     return float(mean), float(np.sqrt(max(stats[1] / stats[2] - mean**2, 1e-12)))
 
 
+def _previous_shards(out: Path) -> set[str]:
+    """Shards of the set already in ``out``: those its ``dataset.json`` lists, and ``<split>-NNNNNN.tar`` of
+    its splits (left by an earlier run); nothing else in the directory is ours to remove."""
+    try:
+        splits = json.loads((out / "dataset.json").read_text()).get("splits")
+    except (OSError, ValueError, AttributeError):
+        return set()
+    names: set[str] = set()
+    for split, meta in splits.items() if isinstance(splits, dict) else ():
+        if is_safe_name(split):
+            pattern = re.compile(re.escape(split) + r"-\d{6}\.tar")
+            names |= {p.name for p in out.glob("*.tar") if pattern.fullmatch(p.name)}
+            names |= {n for n in (meta.get("shards") or []) if is_safe_name(n)} if isinstance(meta, dict) else set()
+    return names
+
+
 def _swap_in(tmp: Path, out: Path) -> None:
-    """Replace the previous run's output in ``out`` by the files of ``tmp`` (idempotent re-runs)."""
-    for old in list(out.glob("*.tar")) + [out / "dataset.json", out / "failures.jsonl"]:
-        if old.exists():
-            old.unlink()
-    for new in tmp.iterdir():
+    """Replace the previous set in ``out`` by the files of ``tmp`` (idempotent re-runs); ``dataset.json`` last."""
+    stale = _previous_shards(out)
+    for new in sorted(tmp.iterdir(), key=lambda p: p.name == "dataset.json"):
         os.replace(new, out / new.name)
+        stale.discard(new.name)
+    for name in stale:
+        (out / name).unlink(missing_ok=True)
     shutil.rmtree(tmp, ignore_errors=True)
+
+
+def check_output_dir(out: str | Path) -> Path:
+    """``out`` created if needed; ``OSError`` with a one-line message when it cannot hold the output."""
+    out = Path(out)
+    if out.exists() and not out.is_dir():
+        raise NotADirectoryError(f"--out {out} is a file, not a directory")
+    out.mkdir(parents=True, exist_ok=True)
+    if not os.access(out, os.W_OK | os.X_OK):
+        raise PermissionError(f"--out {out} is not writable")
+    return out
 
 
 def prepare(result, out: str | Path, cfg: FeatureConfig = FeatureConfig(), workers: int | None = None,
@@ -151,7 +194,7 @@ def prepare(result, out: str | Path, cfg: FeatureConfig = FeatureConfig(), worke
 
     Args:
         result: a ``datamodules.readers.ReadResult``.
-        out: output directory (created; a previous run's shards there are replaced).
+        out: output directory (created; the previous set there is replaced, other files are kept).
         cfg: feature parameters (default ``FeatureConfig()``).
         workers: feature processes (default ``min(4, cores)``; 1 works in-process).
         shard_size: clips per shard (default 256).
@@ -160,17 +203,46 @@ def prepare(result, out: str | Path, cfg: FeatureConfig = FeatureConfig(), worke
     """
     if shard_size < 1:
         raise ValueError(f"--shard-size must be >= 1, got {shard_size}")
-    out = Path(out)
-    out.mkdir(parents=True, exist_ok=True)
+    out = check_output_dir(out)
     by_split, failures = _group_clips(result)
     norm_splits = ["train"] if "train" in by_split else sorted(by_split)
     stats = np.zeros(3)  # sum, sum of squares, count (float64)
     tmp = Path(tempfile.mkdtemp(prefix=".partial-", dir=out))
+    try:
+        splits_meta = _featurize_all(result.name, by_split, norm_splits, stats, failures, tmp, cfg, workers,
+                                     shard_size, progress)
+        mean, std = _norm(stats)
+        info = {
+            "format": FORMAT_VERSION,
+            "name": result.name,
+            "classes": list(result.classes),
+            "multilabel": bool(result.multilabel),
+            "features": cfg.to_dict(),
+            "norm": {"mean": mean, "std": std, "over": [s for s in norm_splits if s in splits_meta]},
+            "splits": splits_meta,
+            "failures": len(failures),
+            "split_note": getattr(result, "split_note", ""),
+            "source": source or {},
+        }
+        (tmp / "dataset.json").write_text(json.dumps(info, indent=1))
+        (tmp / "failures.jsonl").write_text("".join(json.dumps(r) + "\n" for r in failures))
+        _swap_in(tmp, out)
+    finally:  # Ctrl-C, a full disk: nothing partial is left, the previous set stays as it was
+        shutil.rmtree(tmp, ignore_errors=True)
+    return Summary(out=out, written={s: m["clips"] for s, m in splits_meta.items()}, failures=failures)
+
+
+def _featurize_all(name: str, by_split: dict[str, list[dict]], norm_splits: list[str], stats: np.ndarray,
+                   failures: list[dict], tmp: Path, cfg: FeatureConfig, workers: int | None, shard_size: int,
+                   progress: bool) -> dict[str, dict]:
+    """Featurise and write every split into ``tmp``; the splits' ``dataset.json`` entries. On any exception
+    (``KeyboardInterrupt`` included) the feature processes are terminated, not waited for."""
     splits_meta: dict[str, dict] = {}
     workers = workers or min(4, os.cpu_count() or 1)
-    bar = tqdm(total=sum(len(v) for v in by_split.values()), desc=f"prepare {result.name}", unit="clip",
+    bar = tqdm(total=sum(len(v) for v in by_split.values()), desc=f"prepare {name}", unit="clip",
                disable=not progress)
     pool = mp.get_context("spawn").Pool(workers, initializer=_init_worker) if workers > 1 else None
+    done = False
     try:
         for split in sorted(by_split):
             clips = sorted(by_split[split], key=lambda c: c["key"])
@@ -181,26 +253,10 @@ def prepare(result, out: str | Path, cfg: FeatureConfig = FeatureConfig(), worke
                                 stats if split in norm_splits else None)
             if meta is not None:
                 splits_meta[split] = meta
+        done = True
     finally:
         bar.close()
         if pool is not None:
-            pool.close()
+            pool.close() if done else pool.terminate()
             pool.join()
-
-    mean, std = _norm(stats)
-    info = {
-        "format": FORMAT_VERSION,
-        "name": result.name,
-        "classes": list(result.classes),
-        "multilabel": bool(result.multilabel),
-        "features": cfg.to_dict(),
-        "norm": {"mean": mean, "std": std, "over": [s for s in norm_splits if s in splits_meta]},
-        "splits": splits_meta,
-        "failures": len(failures),
-        "split_note": getattr(result, "split_note", ""),
-        "source": source or {},
-    }
-    (tmp / "dataset.json").write_text(json.dumps(info, indent=1))
-    (tmp / "failures.jsonl").write_text("".join(json.dumps(r) + "\n" for r in failures))
-    _swap_in(tmp, out)
-    return Summary(out=out, written={s: m["clips"] for s, m in splits_meta.items()}, failures=failures)
+    return splits_meta

@@ -23,11 +23,13 @@ def _seed():
 
 
 # --- shard sets -----------------------------------------------------------------------------------------
-def write_shards(root, counts, split="train", extra_splits=None, frames=8, bins=16, num_classes=3):
+def write_shards(root, counts, split="train", extra_splits=None, frames=8, bins=16, num_classes=3, checksums=True):
     """A shard set in the prepare format with tiny fake mels: clip ``i`` (key ``clip{i:05d}``, label
     ``i % num_classes``) has every value equal to ``i``, so keys and values can be checked. ``counts`` are the
-    clips per shard of ``split``; ``extra_splits`` maps more split names to their counts. Returns the
-    ``dataset.json`` written (norm mean 1, std 2)."""
+    clips per shard of ``split``; ``extra_splits`` maps more split names to their counts; ``checksums=False``
+    leaves out the per-shard sha256 (a set written before checksums existed). Returns the ``dataset.json``
+    written (norm mean 1, std 2)."""
+    import hashlib
     import json
     from pathlib import Path
 
@@ -49,6 +51,8 @@ def write_shards(root, counts, split="train", extra_splits=None, frames=8, bins=
                     w.write(encode_sample(f"clip{i:05d}", np.full((frames, bins), i, np.float16), meta))
                     i += 1
         splits[name] = {"shards": shards, "counts": list(cnts), "clips": sum(cnts)}
+        if checksums:
+            splits[name]["sha256"] = [hashlib.sha256((root / s).read_bytes()).hexdigest() for s in shards]
     info = {"classes": [f"c{k}" for k in range(num_classes)], "multilabel": False, "splits": splits,
             "features": {"target_frames": frames, "num_mel_bins": bins}, "norm": {"mean": 1.0, "std": 2.0}}
     (root / "dataset.json").write_text(json.dumps(info))

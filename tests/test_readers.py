@@ -103,7 +103,7 @@ def gtzan(tmp_path: Path, n: int = 10, genres=("blues", "jazz", "rock")) -> Path
     for g in genres:
         for i in range(n):
             touch(tmp_path / "gtzan" / "genres" / g / f"{g}.{i:05d}.wav")
-    touch(tmp_path / "gtzan" / "genres" / "blues" / "notes.txt")  # not audio: ignored
+    touch(tmp_path / "gtzan" / "genres" / "blues" / "notes.txt")  # not audio: skipped, listed as a failure
     return tmp_path / "gtzan"
 
 
@@ -111,7 +111,8 @@ def test_folder_seeded_split_stratified_and_deterministic(tmp_path):
     root = gtzan(tmp_path)
     res = read_dataset("folder", [str(root)])  # the parent of genres/
     check_common(res)
-    assert res.classes == ["blues", "jazz", "rock"] and not res.multilabel and res.failures == []
+    assert res.classes == ["blues", "jazz", "rock"] and not res.multilabel
+    assert [(f["key"], f["reason"]) for f in res.failures] == [("notes", "unsupported_format")]
     assert len(res.clips) == 30
     c0 = next(c for c in res.clips if c.key == "blues_00003")
     assert c0.labels == ["blues"] and c0.path == str((root / "genres/blues/blues.00003.wav").resolve())

@@ -12,20 +12,27 @@ name at the first dot of its basename to find the key):
 
     {"format": 1, "name": str, "classes": [str], "multilabel": bool,
      "features": {FeatureConfig fields}, "norm": {"mean": float, "std": float, "over": [split]},
-     "splits": {split: {"shards": [file name], "counts": [clips per shard], "clips": int}},
+     "splits": {split: {"shards": [file name], "counts": [clips per shard], "sha256": [hex digest per shard],
+                        "clips": int}},
      "failures": int, "split_note": str, "source": {reader arguments}}
 
 :func:`load_dataset_info` reads and validates it (one-line errors naming the file and the key). Writers
 use :func:`npy_bytes` and :class:`ShardWriter`; readers use :func:`iter_shard_samples` (built on the
 one-read tar iterator :func:`iter_tar` and the header-free :func:`load_npy`), :func:`decode_sample` and
-:func:`read_split_clips`.
+:func:`read_split_clips`; the training stream reads whole shards with :func:`read_shard`, which checks
+the clip count and the sha256 that ``dataset.json`` records (sets written before checksums existed are read
+unverified). Split and shard names must match :data:`SAFE_NAME` (no path separator, nothing a shell reads),
+checked before any path or ``pipe:`` command is built.
 """
 
 from __future__ import annotations
 
+import gzip
+import hashlib
 import io
 import json
 import re
+import shlex
 import tarfile
 from collections.abc import Iterable, Iterator
 from pathlib import Path
@@ -33,9 +40,13 @@ from pathlib import Path
 import numpy as np
 import webdataset as wds
 
+from audiognn.data.tar import iter_tar
+
 FORMAT_VERSION = 1
 #: Keys every consumer of a full shard set needs (the stream, the DataModules).
 REQUIRED_KEYS = ("classes", "multilabel", "splits", "features", "norm")
+#: Split and shard names: a letter or digit, then letters, digits, ``_ . -`` (no ``/``, no shell syntax).
+SAFE_NAME = re.compile(r"[A-Za-z0-9][A-Za-z0-9_.-]*")
 
 
 class ShardError(RuntimeError):
@@ -47,6 +58,11 @@ class DatasetInfoError(ValueError):
 
 
 # --- names and locations --------------------------------------------------------------------------------
+def is_safe_name(name) -> bool:
+    """True when ``name`` fully matches :data:`SAFE_NAME` (usable as a file name and in a shell command)."""
+    return isinstance(name, str) and SAFE_NAME.fullmatch(name) is not None
+
+
 def shard_name(split: str, index: int) -> str:
     """File name of shard ``index`` of ``split``: ``<split>-NNNNNN.tar``."""
     return f"{split}-{index:06d}.tar"
@@ -61,6 +77,8 @@ def is_url(root: str | Path) -> bool:
 def join(root: str | Path, name: str) -> str:
     """``name`` inside ``root``, a local directory or a URL prefix."""
     root = str(root)
+    if root.startswith("pipe:"):  # a shell command: the name is one quoted word
+        return root.rstrip("/") + "/" + shlex.quote(name)
     if is_url(root):
         return root.rstrip("/") + "/" + name
     return str(Path(root) / name)
@@ -99,13 +117,17 @@ def validate_dataset_info(info: dict, path: str, required: Iterable[str] = REQUI
                info["splits"])
         for split, meta in info["splits"].items():
             key = f"splits.{split}"
+            _check(is_safe_name(split), path, key, f"a split name matching {SAFE_NAME.pattern}", split)
             _check(isinstance(meta, dict) and isinstance(meta.get("shards"), list), path, f"{key}.shards",
                    "a list of shard file names", meta)
-            counts = meta.get("counts")
-            if counts is not None:
-                _check(isinstance(counts, list) and len(counts) == len(meta["shards"])
-                       and all(isinstance(n, int) for n in counts), path, f"{key}.counts",
-                       f"{len(meta['shards'])} clip counts (one per shard)", counts)
+            for name in meta["shards"]:
+                _check(is_safe_name(name), path, f"{key}.shards", f"shard names matching {SAFE_NAME.pattern}", name)
+            n = len(meta["shards"])
+            for field, kind, what in (("counts", int, "clip counts"), ("sha256", str, "sha256 hex digests")):
+                if meta.get(field) is not None:
+                    _check(isinstance(meta[field], list) and len(meta[field]) == n
+                           and all(isinstance(v, kind) and not isinstance(v, bool) for v in meta[field]),
+                           path, f"{key}.{field}", f"{n} {what} (one per shard)", meta[field])
     return info
 
 
@@ -136,7 +158,14 @@ def load_dataset_info(root: str | Path, required: Iterable[str] = REQUIRED_KEYS)
 
 def split_shards(info: dict, root: str | Path, names: Iterable[str]) -> tuple[list[str], list[int]]:
     """(shard URLs, clips per shard) of the splits ``names``, in order; a one-line error for a missing split."""
-    urls, counts = [], []
+    urls, counts, _ = split_shard_meta(info, root, names)
+    return urls, counts
+
+
+def split_shard_meta(info: dict, root: str | Path,
+                     names: Iterable[str]) -> tuple[list[str], list[int], list[str | None]]:
+    """(shard URLs, clips per shard, sha256 per shard or None where ``dataset.json`` has none) of ``names``."""
+    urls, counts, digests = [], [], []
     for name in names:
         if name not in info["splits"]:
             raise KeyError(f"split '{name}' is not in {join(root, 'dataset.json')}: it has {sorted(info['splits'])}")
@@ -145,7 +174,8 @@ def split_shards(info: dict, root: str | Path, names: Iterable[str]) -> tuple[li
             raise DatasetInfoError(f"{join(root, 'dataset.json')}: key 'splits.{name}.counts' must be present")
         urls += [join(root, s) for s in meta["shards"]]
         counts += list(meta["counts"])
-    return urls, counts
+        digests += list(meta.get("sha256") or [None] * len(meta["shards"]))
+    return urls, counts, digests
 
 
 # --- writing ---------------------------------------------------------------------------------------------
@@ -179,6 +209,7 @@ class ShardWriter:
         self.format = tarfile.USTAR_FORMAT if max_key_len <= 80 else tarfile.PAX_FORMAT
         self.shards: list[str] = []
         self.counts: list[int] = []
+        self.sha256: list[str] = []
         self._fh = self._writer = None
 
     def write(self, key: str, mel: np.ndarray, meta: dict) -> None:
@@ -198,13 +229,15 @@ class ShardWriter:
             self._writer.close()
             self._fh.close()
             self._fh = self._writer = None
+            self.sha256.append(hashlib.sha256((self.out / self.shards[-1]).read_bytes()).hexdigest())
 
     def close(self) -> dict | None:
         """Finish the last shard; the split's ``dataset.json`` entry, or None when nothing was written."""
         self._close_shard()
         if not self.shards:
             return None
-        return {"shards": list(self.shards), "counts": list(self.counts), "clips": sum(self.counts)}
+        return {"shards": list(self.shards), "counts": list(self.counts), "sha256": list(self.sha256),
+                "clips": sum(self.counts)}
 
 
 # --- reading ---------------------------------------------------------------------------------------------
@@ -222,63 +255,9 @@ def load_npy(buf: bytes) -> np.ndarray:
     return np.load(io.BytesIO(buf), allow_pickle=False)
 
 
-def _tar_size(field: bytes) -> int:
-    if field[0] & 0x80:  # GNU base-256 encoding of large sizes
-        return int.from_bytes(field[1:], "big")
-    return int(field.split(b"\0", 1)[0].strip() or b"0", 8)
-
-
-def _tar_member(stream, header: bytes) -> tuple[bytes, bytes]:
-    """(type flag, data) of the member whose 512-byte ``header`` was just read; consumes its padding."""
-    chksum = int(header[148:156].split(b"\0", 1)[0].strip() or b"0", 8)
-    if chksum != sum(header[:148]) + 256 + sum(header[156:]):
-        raise ValueError("bad tar header checksum")
-    size = _tar_size(header[124:136])
-    data = stream.read(size)
-    if len(data) < size:
-        raise ValueError(f"truncated tar member ({len(data)} of {size} bytes)")
-    pad = (-size) % 512
-    if pad and len(stream.read(pad)) < pad:
-        raise ValueError("truncated tar padding")
-    return header[156:157], data
-
-
-def _header_name(header: bytes) -> str:
-    name = header[:100].split(b"\0", 1)[0].decode("utf-8", "replace")
-    ustar = header[257:262] == b"ustar"
-    prefix = header[345:500].split(b"\0", 1)[0].decode("utf-8", "replace") if ustar else ""
-    return f"{prefix}/{name}" if prefix else name
-
-
-def iter_tar(stream) -> Iterator[tuple[str, bytes]]:
-    """(member name, bytes) of the regular files of an uncompressed tar stream (ustar, GNU or pax headers).
-
-    Hand-written because Python's streaming ``tarfile`` (what webdataset's ``tar_file_iterator`` uses) reads
-    member data in small blocks and dominates the cost of loading a pre-computed log-mel; this reads each
-    member with one ``read``. Raises ``ValueError`` on a damaged header or a truncated member.
-    """
-    pending_name = None
-    while True:
-        header = stream.read(512)
-        if len(header) == 0:
-            return
-        if len(header) < 512:
-            raise ValueError("truncated tar header")
-        if header == b"\0" * 512:
-            return  # end-of-archive marker
-        kind, data = _tar_member(stream, header)
-        if kind == b"x":  # pax extended header: take its path record
-            for rec in data.decode("utf-8", "replace").split("\n"):
-                if " path=" in rec:
-                    pending_name = rec.split(" path=", 1)[1]
-        elif kind == b"L":  # GNU long name
-            pending_name = data.rstrip(b"\0").decode("utf-8", "replace")
-        elif kind not in (b"0", b"\0"):
-            pending_name = None
-        else:
-            name = pending_name if pending_name is not None else _header_name(header)
-            pending_name = None
-            yield name, data
+def _open(url: str):
+    """A binary stream of one shard, local or any URL webdataset opens."""
+    return wds.gopen(url, bufsize=1 << 20) if is_url(url) else open(url, "rb", buffering=1 << 20)
 
 
 def _open_members(url: str):
@@ -286,7 +265,7 @@ def _open_members(url: str):
     if url.endswith((".gz", ".tgz")):  # compressed shards: webdataset's (tarfile-based) reader
         stream = wds.gopen(url)
         return stream, ((f["fname"], f["data"]) for f in wds.tariterators.tar_file_iterator(stream))
-    stream = wds.gopen(url, bufsize=1 << 20) if is_url(url) else open(url, "rb", buffering=1 << 20)
+    stream = _open(url)
     return stream, iter_tar(stream)
 
 
@@ -304,19 +283,46 @@ def iter_shard_samples(url: str) -> Iterator[dict]:
     """
     stream, files = _open_members(url)
     try:
-        current: dict | None = None
-        for name, data in files:
-            key, _, ext = name.rsplit("/", 1)[-1].partition(".")
-            if current is not None and key != current["__key__"]:
-                yield _checked(current)
-                current = None
-            if current is None:
-                current = {"__key__": key}
-            current[ext] = data
-        if current is not None:
-            yield _checked(current)
+        yield from _group(files)
     finally:
         stream.close()
+
+
+def _group(files: Iterable[tuple[str, bytes]]) -> Iterator[dict]:
+    """Raw samples from (member name, bytes) in tar order (the key ends at the first dot of the basename)."""
+    current: dict | None = None
+    for name, data in files:
+        key, _, ext = name.rsplit("/", 1)[-1].partition(".")
+        if current is not None and key != current["__key__"]:
+            yield _checked(current)
+            current = None
+        if current is None:
+            current = {"__key__": key}
+        current[ext] = data
+    if current is not None:
+        yield _checked(current)
+
+
+def read_shard(url: str, count: int | None = None, sha256: str | None = None) -> list[dict]:
+    """Every raw sample of one shard, verified before any is returned.
+
+    The shard is read whole (one ``read``); when given, its sha256 must equal ``sha256`` and it must hold
+    ``count`` samples (both as ``dataset.json`` records them). Raises :class:`ShardError` naming the shard
+    and what differs (a damaged tar raises it too).
+    """
+    with _open(url) as stream:
+        data = stream.read()
+    if sha256 is not None and (got := hashlib.sha256(data).hexdigest()) != sha256:
+        raise ShardError(f"shard {url}: sha256 {got[:16]}... of its {len(data)} bytes differs from "
+                         f"dataset.json's {sha256[:16]}... (corrupt or replaced)")
+    try:
+        raw = gzip.decompress(data) if url.endswith((".gz", ".tgz")) else data
+        samples = list(_group(iter_tar(io.BytesIO(raw))))
+    except (ValueError, OSError, EOFError) as exc:
+        raise ShardError(f"shard {url} is damaged: {exc}") from None
+    if count is not None and len(samples) != count:
+        raise ShardError(f"shard {url} holds {len(samples)} clips but dataset.json lists {count}")
+    return samples
 
 
 def decode_sample(sample: dict) -> tuple[str, np.ndarray, dict]:
@@ -330,18 +336,20 @@ def read_split_clips(root: str | Path, split: str) -> list[dict]:
     Each clip is a dict: ``key``, ``mel`` (float32 ``[T, F]``), ``labels`` (class indices), ``valid``
     (valid frames), ``artist`` (``json["artist"]`` or ``json["meta"]["artist"]``, else None) and ``meta``
     (the sample's whole JSON). A split absent from ``dataset.json`` gives ``[]``; a listed shard that does
-    not exist raises ``FileNotFoundError`` naming it.
+    not exist raises ``FileNotFoundError`` naming it; one whose clip count or sha256 differs from
+    ``dataset.json`` :class:`ShardError` (:func:`read_shard`).
     """
     info = load_dataset_info(root, required=("classes", "splits"))
     if split not in info["splits"]:
         return []
-    out = []
-    for name in info["splits"][split]["shards"]:
+    out, meta = [], info["splits"][split]
+    n = len(meta["shards"])
+    for name, count, digest in zip(meta["shards"], meta.get("counts") or [None] * n, meta.get("sha256") or [None] * n):
         url = join(root, name)
         if not is_url(url) and not Path(url).exists():
             raise FileNotFoundError(f"{join(root, 'dataset.json')} lists shard {url} of split '{split}', "
                                     "which does not exist")
-        for sample in iter_shard_samples(url):
+        for sample in read_shard(url, count, digest):
             key, mel, meta = decode_sample(sample)
             if "labels" not in meta:
                 raise ValueError(f"sample '{key}' in {url} lacks the json key 'labels'")

@@ -42,24 +42,43 @@ def _strip_ext(name: str, exts: set[str]) -> str:
     return name[: -len(p.suffix)] if p.suffix.lower() in known else name
 
 
-def _class_files(root: Path, exts: set[str]) -> dict[str, list[Path]]:
-    """Class name -> its audio files (recursive, hidden files ignored), for class folders holding audio."""
+def _skip_reason(f: Path, exts: set[str]) -> tuple[str, str] | None:
+    """(reason, detail) why file ``f`` of a class folder is not a clip, or None for a usable audio file."""
+    if f.name.startswith("."):
+        return "hidden_file", "hidden file: skipped"
+    if f.suffix.lower() not in exts:
+        return "unsupported_format", f"extension {f.suffix or '(none)'!r} is not one of {sorted(exts)} (--extensions)"
+    try:
+        f.resolve(strict=True)
+    except (OSError, RuntimeError) as exc:  # a broken link; a symlink loop (RuntimeError before Python 3.13)
+        return "unreadable", f"cannot resolve the file: {exc}"
+    return None
+
+
+def _class_files(root: Path, exts: set[str]) -> tuple[dict[str, list[Path]], Failures]:
+    """Class name -> its audio files (recursive), for class folders holding audio; and a failure for every
+    other file found in a class folder (hidden, unsupported extension, broken link or symlink loop) and
+    every symlinked directory (not followed)."""
     files: dict[str, list[Path]] = {}
+    skipped = Failures()
     for d in sorted(p for p in root.iterdir() if p.is_dir() and not p.name.startswith(".")):
-        found = sorted(
-            Path(dp) / fn
-            for dp, _dns, fns in os.walk(d)
-            for fn in fns
-            if not fn.startswith(".") and Path(fn).suffix.lower() in exts
-        )
+        found = []
+        for dp, dns, fns in os.walk(d):
+            for dn in sorted(dn for dn in dns if (Path(dp) / dn).is_symlink()):
+                skipped.add(base.sanitize_key(dn), "symlink_dir", "symlinked directory: not followed", str(Path(dp) / dn))
+            for f in sorted(Path(dp) / fn for fn in fns):
+                if (why := _skip_reason(f, exts)) is None:
+                    found.append(f)
+                else:
+                    skipped.add(base.sanitize_key(f.stem), *why, str(f))
         if found:
-            files[d.name] = found
+            files[d.name] = sorted(found)
     if not files:
         raise base.ReaderError(
             f"{root}: no class folders with audio ({', '.join(sorted(exts))}) found; expected "
             "ROOT/<class>/<clip>.wav, e.g. genres/blues/blues.00000.wav"
         )
-    return files
+    return files, skipped
 
 
 class _SplitFiles:
@@ -117,7 +136,9 @@ class FolderReader(BaseReader):
 
     ``root`` may be the folder of class folders or its parent holding ``genres/``. Classes are the
     sorted names of the class folders that contain audio (any depth below the class folder). Files
-    are listed recursively; hidden files are ignored.
+    are listed recursively; every file of a class folder that is not taken (hidden, another extension
+    such as ``.mp3``, a broken link or symlink loop) and every symlinked directory (not followed) is a
+    failure with its reason.
 
     Splits: ``--split-files`` lists plain-text files of clip names, one per line (``blues.00000.wav``,
     ``blues.00000`` or ``blues/blues.00000.wav``; blank lines and ``#`` comments ignored); a file's
@@ -148,7 +169,7 @@ class FolderReader(BaseReader):
         given_root = base.require_dir(Path(args.root), "folder reader root (class folders, e.g. GTZAN genres/)")
         exts = {e.lower() if e.startswith(".") else "." + e.lower() for e in args.extensions}
         root = given_root / "genres" if (given_root / "genres").is_dir() else given_root  # GTZAN's parent
-        files = _class_files(root, exts)
+        files, skipped = _class_files(root, exts)
         classes = sorted(files)
         clips, sources = [], []
         for cls in classes:
@@ -161,7 +182,7 @@ class FolderReader(BaseReader):
         if args.split_files:
             splitter = _SplitFiles(clips, sources, (given_root, root), exts)
             clips = splitter.apply(args.split_files)
-            return ReadResult(args.name, classes, False, clips, splitter.failures,
+            return ReadResult(args.name, classes, False, clips, skipped + splitter.failures,
                               "splits from files: " + ", ".join(args.split_files))
         assign = base.stratified_split({c.key: c.labels[0] for c in clips}, args.val_fraction, args.test_fraction,
                                   args.seed)
@@ -170,4 +191,4 @@ class FolderReader(BaseReader):
         note = base.seeded_split_note(args, "seeded stratified split per class") + (
             "; for GTZAN this is the leaky protocol: artists and recordings repeat across splits, so scores "
             "are optimistic (use --split-files for the fault-filtered split)")
-        return ReadResult(args.name, classes, False, clips, Failures(), note)
+        return ReadResult(args.name, classes, False, clips, skipped, note)
