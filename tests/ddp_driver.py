@@ -5,12 +5,14 @@
 Built from train.py's LightningCLI (`run=False`), so the configs and flags are exactly train.py's; Lightning's
 DDP launcher re-runs this script for the other ranks. Each rank writes OUT_DIR/rank{r}.json: the clip keys
 it saw per stage and epoch and its metrics after fit and after test; rank 0 writes the model's weights
-after fit (final_state.pt) and the offline average of the epoch checkpoints (avg.ckpt).
+after fit (final_state.pt) and the offline average of the epoch checkpoints (avg.ckpt). With the environment
+variable AUDIOGNN_DDP_FIT_ONLY=1 it only fits (no average, no test) and records the optimiser steps.
 """
 
 from __future__ import annotations
 
 import json
+import os
 import sys
 from collections import defaultdict
 from pathlib import Path
@@ -53,6 +55,11 @@ def main() -> None:
     trainer.callbacks.append(rec)
     trainer.fit(model, datamodule=dm)
     fit_metrics = _metrics(trainer)
+    if os.environ.get("AUDIOGNN_DDP_FIT_ONLY") == "1":
+        report = {"rank": trainer.global_rank, "world": trainer.world_size, "keys": rec.keys, "fit": fit_metrics,
+                  "steps": trainer.global_step}
+        (out / f"rank{trainer.global_rank}.json").write_text(json.dumps(report))
+        return
     if trainer.is_global_zero:
         torch.save(model.state_dict(), out / "final_state.pt")
         epochs = sorted((out / "epochs").glob("*.ckpt"))

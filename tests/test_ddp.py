@@ -136,3 +136,36 @@ def test_ddp_average_and_test_of_the_average(ddp_run, tmp_path, monkeypatch):
             n += len(batch["key"])
     assert n == 20
     assert single["test/acc"] == pytest.approx(hits / n, abs=1e-6)
+
+
+def test_ddp_corrupt_shard_skipped_counted_and_validated(tmp_path):
+    """skip_corrupt_shards: a truncated training shard is skipped and counted, both ranks run the same
+    number of steps (no hang) and validation still runs."""
+    data = tmp_path / "data"
+    from datamodules.prepare import main as prepare
+
+    assert prepare(["synthetic", "--variant", "genre", "--train", "48", "--val", "12", "--test", "0",
+                    "--out", str(data), "--shard-size", "16", "--target-frames", "64", "--num-mel-bins", "32",
+                    "--workers", "1", "--quiet"]) == 0
+    shard = data / "train-000001.tar"
+    shard.write_bytes(shard.read_bytes()[:5000])
+    out = tmp_path / "out"
+    out.mkdir()
+    args = [*_common_args(data, tmp_path), "--config", str(REPO / "conf/trainer/ddp_cpu2.yaml"),
+            "--trainer.max_epochs", "1", "--data.init_args.skip_corrupt_shards", "true"]
+    env = {k: v for k, v in os.environ.items() if not k.startswith(("SLURM_", "LOCAL_RANK", "WORLD_SIZE"))}
+    env.update(OMP_NUM_THREADS="1", PYTHONPATH=str(REPO), AUDIOGNN_DDP_FIT_ONLY="1")
+    proc = subprocess.Popen([sys.executable, str(REPO / "tests/ddp_driver.py"), str(out), *args], cwd=tmp_path,
+                            env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
+                            start_new_session=True)
+    try:
+        log, _ = proc.communicate(timeout=TIMEOUT)
+    except subprocess.TimeoutExpired:
+        os.killpg(proc.pid, signal.SIGKILL)
+        log, _ = proc.communicate()
+        pytest.fail(f"DDP fit with a corrupt shard hung (> {TIMEOUT} s):\n{log[-4000:]}")
+    assert proc.returncode == 0, log[-6000:]
+    r0, r1 = (json.loads((out / f"rank{r}.json").read_text()) for r in range(2))
+    assert r0["fit"]["data/corrupt_shards"] >= 1
+    assert {"val/acc", "val/loss"} <= set(r0["fit"]) and {"val/acc", "val/loss"} <= set(r1["fit"])
+    assert r0["steps"] == r1["steps"] > 0
