@@ -31,6 +31,7 @@ import gzip
 import hashlib
 import io
 import json
+import os
 import re
 import shlex
 import tarfile
@@ -303,18 +304,28 @@ def _group(files: Iterable[tuple[str, bytes]]) -> Iterator[dict]:
         yield _checked(current)
 
 
+#: Local shards whose sha256 this process has checked: path -> (sha256, size, mtime_ns) at that time.
+_VERIFIED: dict[str, tuple[str, int, int]] = {}
+
+
 def read_shard(url: str, count: int | None = None, sha256: str | None = None) -> list[dict]:
     """Every raw sample of one shard, verified before any is returned.
 
     The shard is read whole (one ``read``); when given, its sha256 must equal ``sha256`` and it must hold
     ``count`` samples (both as ``dataset.json`` records them). Raises :class:`ShardError` naming the shard
-    and what differs (a damaged tar raises it too).
+    and what differs (a damaged tar raises it too). A local shard is hashed once per process while its size
+    and mtime stay the same (hashing costs about as much as decoding); URLs are hashed on every read.
     """
     with _open(url) as stream:
+        st = None if is_url(url) else os.fstat(stream.fileno())
         data = stream.read()
-    if sha256 is not None and (got := hashlib.sha256(data).hexdigest()) != sha256:
-        raise ShardError(f"shard {url}: sha256 {got[:16]}... of its {len(data)} bytes differs from "
-                         f"dataset.json's {sha256[:16]}... (corrupt or replaced)")
+    stamp = (sha256, st.st_size, st.st_mtime_ns) if st is not None else None
+    if sha256 is not None and (stamp is None or _VERIFIED.get(url) != stamp):
+        if (got := hashlib.sha256(data).hexdigest()) != sha256:
+            raise ShardError(f"shard {url}: sha256 {got[:16]}... of its {len(data)} bytes differs from "
+                             f"dataset.json's {sha256[:16]}... (corrupt or replaced)")
+        if stamp is not None:
+            _VERIFIED[url] = stamp
     try:
         raw = gzip.decompress(data) if url.endswith((".gz", ".tgz")) else data
         samples = list(_group(iter_tar(io.BytesIO(raw))))
