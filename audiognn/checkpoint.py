@@ -18,6 +18,9 @@ loading so that every failure says which file, what was wrong and what to do:
 - `load_backbone(checkpoint, backbone=None)`: the trained backbone of an audio classifier checkpoint as a plain
   `nn.Module` (its class named by the checkpoint's hyper-parameters or the run's `config.yaml`), e.g. to
   describe tracks by its embeddings.
+- `check_checkpoint_class(ckpt, path, class_path)` / `check_checkpoint_fits(ckpt, path, model)`: one-line
+  errors, before any work, when a checkpoint belongs to another model class or its sizes (e.g. its class
+  count) differ from what the data gives (`train.py` runs both for `--ckpt_path`).
 """
 
 from __future__ import annotations
@@ -100,6 +103,60 @@ def check_lightning_checkpoint(ckpt: Any, path: str | Path) -> None:
     sd = ckpt["state_dict"]
     if not isinstance(sd, Mapping) or not all(isinstance(v, torch.Tensor) for v in sd.values()):
         raise CheckpointError(f"checkpoint {str(path)!r}: 'state_dict' is not a mapping of names to tensors")
+
+
+def _describe(class_path: str | None, hparams: Mapping) -> str:
+    """``AudioClassifier(backbone=CNN)``: a class (last part of its path) and the classes of its module
+    arguments (hyper-parameters given as ``{"class_path", "init_args"}``)."""
+    parts = [f"{k}={v['class_path'].rpartition('.')[2]}" for k, v in hparams.items()
+             if isinstance(v, Mapping) and isinstance(v.get("class_path"), str)]
+    name = class_path.rpartition(".")[2] if class_path else "an unnamed model"
+    return f"{name}({', '.join(parts)})" if parts else name
+
+
+def check_checkpoint_class(ckpt: Mapping, path: str | Path, class_path: str | None) -> None:
+    """Raise `CheckpointError` when the checkpoint's hyper-parameters name another LightningModule class
+    (``_class_path``, written by LightningCLI) than ``class_path``, the config's model."""
+    saved = (ckpt.get("hyper_parameters") or {}).get("_class_path")
+    if saved and class_path and saved != class_path:
+        raise CheckpointError(
+            f"checkpoint {str(path)!r} holds a {saved} (its hyper-parameters' _class_path) but the config's model "
+            f"is {class_path}: give the config it was trained with"
+        )
+
+
+def check_checkpoint_fits(ckpt: Mapping, path: str | Path, model: nn.Module, linked: tuple[str, ...] = (),
+                          source: str = "the data") -> None:
+    """Raise `CheckpointError` (one line) when the checkpoint's weights cannot load into ``model``, before any
+    work: first a size the data decides (``linked``, e.g. ``num_classes``) that differs between the
+    checkpoint's hyper-parameters and ``model.hparams`` (``source`` names where the model's value came from),
+    then missing / unexpected keys (unless ``model.strict_loading`` is off, naming both classes) and shapes
+    that differ (uninitialised lazy parameters are not compared)."""
+    hp, own_hp = ckpt.get("hyper_parameters") or {}, getattr(model, "hparams", {}) or {}
+    for key in linked:
+        saved, given = hp.get(key), own_hp.get(key)
+        if isinstance(saved, int) and isinstance(given, int) and saved != given:
+            raise CheckpointError(f"checkpoint {str(path)!r} was trained with {key}={saved} but {source} gives "
+                                  f"{key}={given}: use the data it was trained on (or a matching checkpoint)")
+    theirs, own = ckpt["state_dict"], model.state_dict()
+    ours = _describe(f"{type(model).__module__}.{type(model).__qualname__}", own_hp)
+    missing, unexpected = [k for k in own if k not in theirs], [k for k in theirs if k not in own]
+    if (missing or unexpected) and getattr(model, "strict_loading", True):
+        def few(keys: list[str]) -> str:
+            return ", ".join(keys[:3]) + (", ..." if len(keys) > 3 else "")
+
+        raise CheckpointError(
+            f"checkpoint {str(path)!r} ({_describe(hp.get('_class_path'), hp)}) does not fit the configured model "
+            f"{ours}: {len(missing)} missing keys ({few(missing)}), {len(unexpected)} unexpected keys "
+            f"({few(unexpected)}); give the config it was trained with"
+        )
+    wrong = [(k, tuple(theirs[k].shape), tuple(v.shape)) for k, v in own.items()
+             if k in theirs and not isinstance(v, nn.parameter.UninitializedParameter) and theirs[k].shape != v.shape]
+    if wrong:
+        k, a, b = wrong[0]
+        more = f" (and {len(wrong) - 1} more)" if len(wrong) > 1 else ""
+        raise CheckpointError(f"checkpoint {str(path)!r} does not fit the configured model {ours}: {k} has shape "
+                              f"{list(a)} in the checkpoint, {list(b)} in the model{more}")
 
 
 def _make_safe_checkpoint_io() -> type:

@@ -200,11 +200,6 @@ class AudioClassifier(L.LightningModule):
     def _scores(self, logits: torch.Tensor) -> torch.Tensor:
         return logits.sigmoid() if self.multilabel else logits.softmax(1)
 
-    def on_train_epoch_end(self) -> None:
-        dm = getattr(self.trainer, "datamodule", None)
-        if dm is not None and hasattr(dm, "corrupt_shards") and dm.hparams.get("skip_corrupt_shards"):
-            self.log("data/corrupt_shards", float(dm.corrupt_shards))
-
     # --- optimisation ----------------------------------------------------------------------------------
     def configure_optimizers(self):
         return configure_schedule(self.optimizer_fn(self.parameters()), self.scheduler_fn, self.trainer)
