@@ -1,11 +1,20 @@
 """GenreGNN and RNN: graph builder against brute force, every conv runs forward/backward, shapes."""
 
 import math
+import warnings
+from pathlib import Path
 
 import pytest
 import torch
 
-from audiognn.models.genre_gnn import CONVS, GenreGNN, segment_frames_of, segment_knn_graph
+from audiognn.models.genre_gnn import (
+    CONVS,
+    CompleteGraphWarning,
+    GenreGNN,
+    num_segments,
+    segment_frames_of,
+    segment_knn_graph,
+)
 from audiognn.models.rnn import RNN
 
 
@@ -62,7 +71,7 @@ def test_segments_cut_and_pad():
 def test_node_features_are_mfcc_statistics():
     import torchaudio
 
-    m = GenreGNN(4, n_mels=32, segment_frames=5, n_mfcc=13)
+    m = GenreGNN(4, n_mels=32, segment_frames=5, segment_hop=5, n_mfcc=13)  # non-overlapping
     x = torch.randn(2, 20, 32)
     feats = m.node_features_of(x)  # [2, 4, 26]
     # reference MFCC: torchaudio's MFCC transform applies the same DCT to a log-mel (log_mels=True on a
@@ -129,3 +138,47 @@ def test_rnn_shapes_and_grads(cell, bidirectional):
     assert all(torch.isfinite(p.grad).all() for p in m.parameters())
     m.eval()
     torch.testing.assert_close(m(x)[2:], m(x[2:]), rtol=1e-4, atol=1e-5)
+
+
+# --- the similarity graph of the shipped configs is not complete -----------------------------------------------
+def _shipped_gnn_settings():
+    """(config, GenreGNN init args, clip frames) of every shipped config with a GenreGNN and the clip length it
+    sees: the synthetic set's frames, GTZAN's 3 s training crops, UrbanSound8K's 4 s."""
+    import yaml
+
+    root = Path(__file__).resolve().parents[1] / "conf"
+    load = lambda p: yaml.safe_load((root / p).read_text())  # noqa: E731
+    gnn, us8k = load("genre/gnn.yaml"), load("urbansound8k/gnn.yaml")
+    backbone = lambda c: c["model"]["init_args"]["backbone"]["init_args"]  # noqa: E731
+    return [
+        ("genre/gnn.yaml", backbone(gnn), gnn["data"]["init_args"]["synthetic"]["target_frames"]),
+        ("genre/gnn.yaml + genre/gtzan.yaml", backbone(gnn), load("genre/gtzan.yaml")["data"]["init_args"]["train_crop_frames"]),
+        ("urbansound8k/gnn.yaml", backbone(us8k), us8k["data"]["init_args"].get("train_crop_frames") or 400),
+    ]
+
+
+@pytest.mark.parametrize("where, init, frames", _shipped_gnn_settings(), ids=lambda v: v if isinstance(v, str) else "")
+def test_shipped_configs_similarity_graph_is_not_complete(where, init, frames):
+    """Fails when a shipped config links every segment to every other (k >= S - 1): the "edges by feature
+    similarity" of Dhongade and Rovira (§4.3) would then carry no information."""
+    init = {**init, "hidden": 16, "num_layers": 1}
+    m = GenreGNN(4, **init).eval()
+    S, k = m.num_segments(frames), m.k
+    assert S >= 3 * k, f"{where}: {S} segments of {frames} frames for k={k}: the kNN graph is (nearly) complete"
+    with warnings.catch_warnings():
+        warnings.simplefilter("error", CompleteGraphWarning)
+        g = m.graph(torch.randn(2, frames, m.n_mels))
+    assert g.num_nodes == 2 * S
+    src, dst = g.edge_index
+    assert int((src // S != dst // S).sum()) == 0  # no edge between clips
+    in_deg = torch.bincount(dst, minlength=2 * S)
+    assert int(in_deg.max()) <= k + 2 < S - 1  # k similarity + 2 temporal neighbours at most, never all
+    assert g.edge_index.shape[1] < 0.5 * 2 * S * (S - 1)
+
+
+def test_complete_similarity_graph_warns():
+    with pytest.warns(CompleteGraphWarning, match="complete"):
+        segment_knn_graph(torch.randn(1, 9, 4), k=8)
+    assert num_segments(256, 32, 32) == 8 and num_segments(256, 32, 8) == 29 and num_segments(10, 32, 8) == 1
+    g = segment_knn_graph(torch.randn(1, 9, 4), k=8, temporal=False)  # complete indeed: 9 * 8 edges
+    assert g.shape[1] == 9 * 8

@@ -7,11 +7,23 @@ The graph operator of Dhongade and Rovira, *Graph Neural Networks for Music Genr
 
 from __future__ import annotations
 
+import warnings
+
 import torch
 import torch.nn.functional as F
 from torch_geometric.utils import coalesce
 
-__all__ = ["segment_frames_of", "segment_knn_graph"]
+__all__ = ["CompleteGraphWarning", "num_segments", "segment_frames_of", "segment_knn_graph"]
+
+
+class CompleteGraphWarning(UserWarning):
+    """``k >= S - 1``: every segment is linked to every other, so the similarity edges carry no information."""
+
+
+def num_segments(frames: int, segment_frames: int, segment_hop: int) -> int:
+    """S, the number of segments :func:`segment_frames_of` cuts a clip of ``frames`` frames into:
+    ``1 + (T - L) // hop`` (1 for a clip shorter than one segment)."""
+    return 1 + max(0, frames - segment_frames) // segment_hop
 
 
 def segment_frames_of(x: torch.Tensor, segment_frames: int, segment_hop: int) -> torch.Tensor:
@@ -43,7 +55,8 @@ def segment_knn_graph(
     nodes numbered ``b * S + i``.
 
     Edge j -> i (source j, target i) for each of the ``min(k, S-1)`` nearest segments j of i in the same
-    clip (distance: ``"cosine"`` = 1 - cosine similarity, or ``"euclidean"``; self excluded; ties broken
+    clip (with ``k >= S - 1 > 1`` that is every other segment: the graph is complete, the similarity has no
+    effect, and a :class:`CompleteGraphWarning` says so; choose segments so that S >> k) (distance: ``"cosine"`` = 1 - cosine similarity, or ``"euclidean"``; self excluded; ties broken
     by ``torch.topk``), plus, with ``temporal``, i -> i+1 and i+1 -> i. Duplicates are merged and the
     result sorted (``torch_geometric.utils.coalesce``). Hand-written because PyG's ``knn_graph`` needs
     torch-cluster, which this project does not install; per-clip graphs are small (S ~ 10-100), so the
@@ -72,6 +85,10 @@ def segment_knn_graph(
     offsets = (torch.arange(B, device=device) * S).view(B, 1, 1)  # [B, 1, 1]
     edges = []
     kk = min(k, S - 1)
+    if k >= S - 1 > 1:
+        warnings.warn(f"segment_knn_graph: k={k} >= S-1={S - 1} segments: the similarity graph is complete "
+                      "(every segment linked to every other); use a shorter segment hop or a smaller k",
+                      CompleteGraphWarning, stacklevel=2)
     if kk > 0:
         with torch.no_grad():
             if metric == "cosine":

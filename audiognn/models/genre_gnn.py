@@ -8,9 +8,12 @@ The paper is a proposal and leaves the architecture open. What it fixes:
   passing with PyG layers.
 
 What this implementation chooses (the paper does not say):
-- a node is a segment of ``segment_frames`` log-mel frames (hop ``segment_hop``); its features are the
-  mean and standard deviation over the segment's frames of either its MFCCs (``node_features="mfcc"``,
-  :func:`audiognn.features.mfcc_from_logmel`, ``n_mfcc`` coefficients) or of the
+- a node is a segment of ``segment_frames`` log-mel frames, overlapping (hop ``segment_hop``: 32 and 8 give
+  S = 1 + (T - 32) // 8 segments, 29 for 256 frames, 34 for a 3 s crop, 47 for 4 s), so that a clip has
+  many more segments than the ``k`` similarity neighbours (with S - 1 <= k the graph would be complete and
+  "edges by feature similarity" would mean nothing: :class:`~audiognn.graph.segment_graph.CompleteGraphWarning`);
+  its features are the mean and standard deviation over the segment's frames of either its MFCCs
+  (``node_features="mfcc"``, :func:`audiognn.features.mfcc_from_logmel`, ``n_mfcc`` coefficients) or of the
   log-mel itself (``"logmel"``). The input is the *normalised* log-mel; the DCT is linear, so the MFCCs
   are those of the raw log-mel up to an affine map, which the first linear layer absorbs;
 - edges: each segment receives messages from its ``k`` nearest segments of the same clip
@@ -40,7 +43,12 @@ from torch_geometric.nn import (
 )
 
 from audiognn.features import mfcc_from_logmel
-from audiognn.graph.segment_graph import segment_frames_of, segment_knn_graph  # noqa: F401  (re-exported)
+from audiognn.graph.segment_graph import (  # noqa: F401  (re-exported)
+    CompleteGraphWarning,
+    num_segments,
+    segment_frames_of,
+    segment_knn_graph,
+)
 from audiognn.models.base import AudioBackbone, check_choice
 
 CONVS = ("gcn", "sage", "gat", "gin", "edge")
@@ -86,8 +94,8 @@ class GenreGNN(AudioBackbone):
         n_mels (int, optional): mel bins F of the input. (default: ``128``)
         segment_frames (int, optional): frames per segment (node); 32 frames = 0.32 s at a 10 ms hop.
             (default: ``32``)
-        segment_hop (int, optional): hop between segments in frames; ``None``: segment_frames
-            (non-overlapping). (default: ``None``)
+        segment_hop (int, optional): hop between segments in frames (overlapping segments: S >> k);
+            ``None``: segment_frames (non-overlapping). (default: ``8``)
         node_features (str, optional): ``"mfcc"`` (§4.2) or ``"logmel"`` (§5's alternative).
             (default: ``"mfcc"``)
         n_mfcc (int, optional): MFCC coefficients (librosa's default, which the paper uses via LibRosa).
@@ -112,7 +120,7 @@ class GenreGNN(AudioBackbone):
         num_classes: int,
         n_mels: int = 128,
         segment_frames: int = 32,
-        segment_hop: int | None = None,
+        segment_hop: int | None = 8,
         node_features: str = "mfcc",
         n_mfcc: int = 20,
         k: int = 8,
@@ -154,6 +162,10 @@ class GenreGNN(AudioBackbone):
         x = x.float() if self.n_mfcc is None else mfcc_from_logmel(x, self.n_mfcc)  # [B, T, D']
         seg = segment_frames_of(x, self.segment_frames, self.segment_hop)  # [B, S, L, D']
         return torch.cat([seg.mean(2), seg.std(2, unbiased=False)], dim=-1)  # [B, S, 2D']
+
+    def num_segments(self, frames: int) -> int:
+        """S, the nodes of the graph of a clip of ``frames`` frames."""
+        return num_segments(frames, self.segment_frames, self.segment_hop)
 
     def graph(self, x: torch.Tensor) -> Batch:
         """The clips' segment graphs as one PyG ``Batch`` (x: [B*S, D], edge_index, batch, ptr)."""
