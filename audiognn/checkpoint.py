@@ -130,18 +130,26 @@ def check_checkpoint_fits(ckpt: Mapping, path: str | Path, model: nn.Module, lin
     """Raise `CheckpointError` (one line) when the checkpoint's weights cannot load into ``model``, before any
     work: first a size the data decides (``linked``, e.g. ``num_classes``) that differs between the
     checkpoint's hyper-parameters and ``model.hparams`` (``source`` names where the model's value came from),
-    then missing / unexpected keys (unless ``model.strict_loading`` is off, naming both classes) and shapes
-    that differ (uninitialised lazy parameters are not compared)."""
+    then what ``model.load_state_dict`` finds (it loads the weights, as the run will again: state-dict
+    pre-hooks apply): missing / unexpected keys (unless ``model.strict_loading`` is off; naming both
+    classes) and parameters whose shapes differ."""
     hp, own_hp = ckpt.get("hyper_parameters") or {}, getattr(model, "hparams", {}) or {}
     for key in linked:
         saved, given = hp.get(key), own_hp.get(key)
         if isinstance(saved, int) and isinstance(given, int) and saved != given:
             raise CheckpointError(f"checkpoint {str(path)!r} was trained with {key}={saved} but {source} gives "
                                   f"{key}={given}: use the data it was trained on (or a matching checkpoint)")
-    theirs, own = ckpt["state_dict"], model.state_dict()
+    theirs, strict = ckpt["state_dict"], getattr(model, "strict_loading", True)
     ours = _describe(f"{type(model).__module__}.{type(model).__qualname__}", own_hp)
-    missing, unexpected = [k for k in own if k not in theirs], [k for k in theirs if k not in own]
-    if (missing or unexpected) and getattr(model, "strict_loading", True):
+    error = None
+    try:  # torch's own rules (state-dict pre-hooks renaming former keys, lazy parameters); the run loads the
+        # same weights again when it starts, so loading them here changes nothing
+        result = model.load_state_dict(theirs, strict=False)
+        missing, unexpected = result.missing_keys, result.unexpected_keys
+    except RuntimeError as e:  # shapes differ (raised whatever `strict`)
+        own, error = model.state_dict(), e
+        missing, unexpected = [k for k in own if k not in theirs], [k for k in theirs if k not in own]
+    if (missing or unexpected) and strict:
         def few(keys: list[str]) -> str:
             return ", ".join(keys[:3]) + (", ..." if len(keys) > 3 else "")
 
@@ -149,14 +157,16 @@ def check_checkpoint_fits(ckpt: Mapping, path: str | Path, model: nn.Module, lin
             f"checkpoint {str(path)!r} ({_describe(hp.get('_class_path'), hp)}) does not fit the configured model "
             f"{ours}: {len(missing)} missing keys ({few(missing)}), {len(unexpected)} unexpected keys "
             f"({few(unexpected)}); give the config it was trained with"
-        )
-    wrong = [(k, tuple(theirs[k].shape), tuple(v.shape)) for k, v in own.items()
-             if k in theirs and not isinstance(v, nn.parameter.UninitializedParameter) and theirs[k].shape != v.shape]
-    if wrong:
-        k, a, b = wrong[0]
-        more = f" (and {len(wrong) - 1} more)" if len(wrong) > 1 else ""
-        raise CheckpointError(f"checkpoint {str(path)!r} does not fit the configured model {ours}: {k} has shape "
-                              f"{list(a)} in the checkpoint, {list(b)} in the model{more}")
+        ) from error
+    if error is not None:
+        own = model.state_dict()
+        wrong = [(k, list(theirs[k].shape), list(v.shape)) for k, v in own.items()
+                 if k in theirs and theirs[k].shape != v.shape]
+        detail = (f"{wrong[0][0]} has shape {wrong[0][1]} in the checkpoint, {wrong[0][2]} in the model"
+                  + (f" (and {len(wrong) - 1} more)" if len(wrong) > 1 else "") if wrong
+                  else " ".join(str(error).split())[:300])
+        raise CheckpointError(f"checkpoint {str(path)!r} does not fit the configured model {ours}: {detail}") \
+            from error
 
 
 def _make_safe_checkpoint_io() -> type:

@@ -26,7 +26,7 @@ from tiny_lightning import TinyData, TinyModule
 
 REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))
-from audiognn.checkpoint import CheckpointError, check_checkpoint_fits  # noqa: E402
+from audiognn.checkpoint import CheckpointError, check_checkpoint_fits, find_resume_checkpoint  # noqa: E402
 from audiognn.cli.errors import RunError, check_config_files, instantiation_error  # noqa: E402
 from audiognn.models.cnn import CNN  # noqa: E402
 from audiognn.models.rnn import RNN  # noqa: E402
@@ -228,6 +228,7 @@ def test_sigusr1_outside_slurm_saves_and_exits_cleanly(tmp_path):
     assert f"saved checkpoint '{hpc}' at step 3" in first.stderr
     assert '"global_step": 3' in first.stdout  # stopped at that batch boundary
     assert torch.load(hpc, weights_only=True)["global_step"] == 3
+    assert find_resume_checkpoint(run) == hpc  # what the resume helper (and the sbatch scripts) pick
     second = drive("-", str(hpc))
     assert second.returncode == 0, second.stderr[-3000:]
     # resumed mid-epoch at step 3: 3 epochs x 4 steps in all, no epoch repeated
@@ -274,3 +275,26 @@ def test_corrupt_shards_logged_by_a_callback(tmp_path):
     kinds = {type(cb) for cb in cli.trainer.callbacks}
     assert {SignalCheckpoint, DataHealth} <= kinds
 
+
+
+def test_fit_check_follows_state_dict_pre_hooks():
+    """Keys renamed by a module's load_state_dict pre-hook (e.g. LHGNN's former ``classifier``) still fit."""
+    class Renamed(torch.nn.Module):
+        def __init__(self) -> None:
+            super().__init__()
+            self.new = torch.nn.Linear(2, 3)
+            self._register_load_state_dict_pre_hook(self._rename)
+
+        @staticmethod
+        def _rename(state_dict, prefix, *args):
+            for name in ("weight", "bias"):
+                if (old := state_dict.pop(f"{prefix}old.{name}", None)) is not None:
+                    state_dict[f"{prefix}new.{name}"] = old
+
+    old = {"state_dict": {"old.weight": torch.ones(3, 2), "old.bias": torch.zeros(3)}}
+    model = Renamed()
+    check_checkpoint_fits(old, "old.ckpt", model)
+    assert torch.equal(model.new.weight, torch.ones(3, 2))
+    with pytest.raises(CheckpointError, match=r"old\.ckpt.*an unnamed model.*model Linear: "
+                                              r"2 missing keys \(weight, bias\), 2 unexpected"):
+        check_checkpoint_fits(old, "old.ckpt", torch.nn.Linear(2, 3))
