@@ -97,43 +97,6 @@ def test_torch_compile_inductor_tiny_matches_eager():
     torch.testing.assert_close(got, want, rtol=1e-4, atol=1e-4)
 
 
-# --- ESC-50 cross-validation runner (audiognn/esc50_cv.py) -------------------------------------------------
-def test_esc50_cv_run_config_holds_out_one_fold(tmp_path):
-    from pathlib import Path
-
-    import yaml
-
-    from audiognn.esc50_cv import run_config
-
-    base = yaml.safe_load((Path(__file__).resolve().parents[1] / "conf" / "lhgnn" / "esc50.yaml").read_text())
-    cfg = run_config(base, seed=3, fold=2, folds=[1, 2, 3, 4, 5], run_dir=tmp_path / "seed3-fold2")
-    d = cfg["data"]["init_args"]
-    assert d["train_splits"] == ["fold1", "fold3", "fold4", "fold5"]
-    assert d["val_splits"] == d["test_splits"] == ["fold2"]
-    assert cfg["seed_everything"] == 3 and cfg["trainer"]["default_root_dir"] == str(tmp_path / "seed3-fold2")
-    cbs = {c["class_path"].rsplit(".", 1)[-1]: c.get("init_args", {}) for c in cfg["trainer"]["callbacks"]}
-    assert cfg["checkpoint"]["dirpath"] == str(tmp_path / "seed3-fold2" / "checkpoints")
-    assert cfg["checkpoint"]["save_last"] is True
-    assert cbs["TestMetricsToJson"]["path"].endswith("seed3-fold2/test_metrics.json")
-    assert base["data"]["init_args"]["val_splits"] == ["fold1"]  # the base config is left alone
-    bad = {"trainer": {"callbacks": [{"class_path": "lightning.pytorch.callbacks.ModelCheckpoint"}]}, "data": {}}
-    with pytest.raises(ValueError, match="checkpoint"):
-        run_config(bad, 0, 1, [1, 2], tmp_path)
-
-
-def test_esc50_cv_summary_mean_and_std_over_seeds():
-    import statistics
-
-    from audiognn.esc50_cv import summarise
-
-    res = {(0, 1): 0.90, (0, 2): 0.80, (1, 1): 0.95, (1, 2): 0.85}
-    lines = summarise(res)
-    per_seed = [0.85, 0.90]
-    want = f"{100 * statistics.fmean(per_seed):.2f} ± {100 * statistics.stdev(per_seed):.2f} %"
-    assert want in lines[-2] and "2 seed(s)" in lines[-2]
-    assert "seed 0: 2-fold CV accuracy 85.00%" in lines
-
-
 # --- learning: LHGNN-tiny inside AudioClassifier on the synthetic multi-label "events" set -----------------
 @pytest.mark.slow
 def test_lhgnn_tiny_learns_synthetic_events(tmp_path):

@@ -1,23 +1,27 @@
-"""ESC-50 cross-validation: one ``train.py fit`` + ``test`` per (seed, held-out fold), then mean ± std.
+"""Fold cross-validation for any prepared set with folds: one ``train.py fit`` + ``test`` per (seed, test fold).
 
-    python -m audiognn.cli.cross_validate --config conf/lhgnn/esc50.yaml --folds 1 2 3 4 5 --seeds 0 1 2 3 4
-    python -m audiognn.cli.cross_validate --config conf/lhgnn/esc50.yaml --dry-run          # print the plan only
-    python -m audiognn.cli.cross_validate --config ... -- --trainer.max_epochs 5            # extra train.py args
+    python -m audiognn.cli.cross_validate --config conf/urbansound8k/cnn.yaml                # every fold, seed 0
+    python -m audiognn.cli.cross_validate --config conf/lhgnn/esc50.yaml --seeds 0 1 2 3 4    # ESC-50, 5 x 5 runs
+    python -m audiognn.cli.cross_validate --config ... --folds 1 2 --dry-run                  # print the plan only
+    python -m audiognn.cli.cross_validate --config ... -- --trainer.max_epochs 5              # extra train.py args
 
-Singh et al., *LHGNN*, §III-C: "trained 5 times by selecting 4 folds (1600 samples) as training and 1 fold (400
-samples) as test set. The entire experiment was repeated 5 times with different random seeds to get the
-mean score along with its deviation." For every seed s and fold k this writes
-``OUT/seed{s}-fold{k}/config.yaml`` — the given config with ``seed_everything: s``, train splits = the other
-folds, val = test = fold k (ESC-50 has no validation fold: validation is for monitoring only), and its
-run directory, checkpoint directory (``checkpoint.dirpath``) and wandb run name moved under ``OUT/seed{s}-fold{k}`` — then runs, as
-subprocesses, ``train.py fit`` and ``train.py test --ckpt_path .../checkpoints/last.ckpt`` (the last,
-weight-averaged model: never a checkpoint chosen on the test fold). A small callback added to the run's
-config (`callbacks.metrics_json.TestMetricsToJson`) writes the test metrics to ``OUT/seed{s}-fold{k}/test_metrics.json``.
+The folds are the splits ``<prefix><k>`` of the config's prepared set (``data.init_args.root``/dataset.json:
+ESC-50's ``fold1``..``fold5``, UrbanSound8K's ``fold1``..``fold10``); ``--folds`` chooses the test folds
+(default: all of them) and ``--seeds`` the seeds. For every seed s and test fold k this writes
+``OUT/seed{s}-fold{k}/config.yaml`` -- the given config with ``seed_everything: s``, train splits = every other
+fold of the set, val = test = fold k (these protocols have no validation fold: validation is for monitoring
+only) and its run directory, checkpoint directory and logger run name moved under ``OUT/seed{s}-fold{k}`` --
+then runs, as subprocesses, ``train.py fit`` and ``train.py test --ckpt_path .../checkpoints/last.ckpt`` (the
+last, weight-averaged model: never a checkpoint chosen on the test fold). The normalisation statistics of a
+run are those of its training folds only: the DataModule pools the per-split statistics ``prepare`` records
+for its ``train_splits``. A callback added to the run's config (``callbacks.metrics_json.TestMetricsToJson``)
+writes the test metrics to ``OUT/seed{s}-fold{k}/test_metrics.json``.
 
-Printed: accuracy per run; per seed the 5-fold CV accuracy (mean over folds: every fold has 400 clips);
-finally the mean ± std over seeds of the CV accuracy (sample std, ddof = 1) — the paper's figure — and
-also mean ± std over all runs. A run whose ``test_metrics.json`` exists is not repeated (resume a
-half-done study by re-running the same command; ``--force`` re-runs everything).
+Outputs: ``OUT/results.json`` (one record per run: seed, fold, train folds, every test metric) and
+``OUT/summary.md`` (per run; per seed the CV score, the mean over its folds; mean ± std over seeds of the CV
+score -- the figure of Singh et al., *LHGNN*, §III-C, for ESC-50 -- and over all runs; sample std, ddof = 1).
+Resumable: a run whose ``test_metrics.json`` exists is not repeated (re-run the same command; ``--force``
+re-runs everything).
 """
 
 from __future__ import annotations
@@ -25,6 +29,7 @@ from __future__ import annotations
 import argparse
 import copy
 import json
+import re
 import statistics
 import subprocess
 import sys
@@ -35,9 +40,17 @@ import yaml
 REPO = Path(__file__).resolve().parents[2]
 
 
+def dataset_folds(root: str | Path, split_prefix: str = "fold") -> list[int]:
+    """The fold numbers k of the splits ``<split_prefix><k>`` in ``root/dataset.json`` (sorted)."""
+    info = json.loads((Path(root) / "dataset.json").read_text())
+    pattern = re.compile(rf"{re.escape(split_prefix)}(\d+)")
+    return sorted(int(m.group(1)) for s in info["splits"] if (m := pattern.fullmatch(s)))
+
+
 def run_config(base: dict, seed: int, fold: int, folds: list[int], run_dir: Path, split_prefix: str = "fold",
                where: str = "config") -> dict:
-    """The config of one run (see the module docstring); ``base`` is not modified."""
+    """The config of one run (see the module docstring): train on ``folds`` but ``fold``, test on ``fold``;
+    ``base`` is not modified."""
     cfg = copy.deepcopy(base)
     if not isinstance(cfg.get("data"), dict) or not isinstance(cfg.get("trainer"), dict):
         raise ValueError(f"{where}: needs 'trainer' and 'data' sections (a full train.py config)")
@@ -52,7 +65,7 @@ def run_config(base: dict, seed: int, fold: int, folds: list[int], run_dir: Path
     if isinstance(logger, dict) and "init_args" in logger:
         logger["init_args"]["save_dir"] = str(run_dir)
         if "name" in logger["init_args"] or "WandbLogger" in str(logger.get("class_path", "")):
-            logger["init_args"]["name"] = f"{logger['init_args'].get('name', 'esc50')}-{run_dir.name}"
+            logger["init_args"]["name"] = f"{logger['init_args'].get('name', 'cv')}-{run_dir.name}"
     callbacks = [c for c in (tr.get("callbacks") or []) if "TestMetricsToJson" not in str(c.get("class_path"))]
     if any(str(c.get("class_path", "")).endswith("ModelCheckpoint") for c in callbacks):
         raise ValueError(f"{where}: put ModelCheckpoint under the top-level 'checkpoint:' key (train.py), "
@@ -66,7 +79,11 @@ def run_config(base: dict, seed: int, fold: int, folds: list[int], run_dir: Path
     return cfg
 
 
-def summarise(results: dict[tuple[int, int], float], metric: str = "test/acc") -> list[str]:
+def _mean_sd(values: list[float]) -> tuple[float, float]:
+    return statistics.fmean(values), (statistics.stdev(values) if len(values) > 1 else 0.0)
+
+
+def summarise(results: dict[tuple[int, int], float], metric: str = "test/acc", name: str = "CV") -> list[str]:
     """Lines of the report: per run, per seed (mean over folds), and mean ± std (in %)."""
     lines = [f"{'seed':>4} {'fold':>4} {metric:>10}"]
     for (s, f), acc in sorted(results.items()):
@@ -76,76 +93,111 @@ def summarise(results: dict[tuple[int, int], float], metric: str = "test/acc") -
     for seed, acc in zip(seeds, per_seed, strict=True):
         n = sum(1 for s, _ in results if s == seed)
         lines.append(f"seed {seed}: {n}-fold CV accuracy {100 * acc:.2f}%")
-    sd = statistics.stdev(per_seed) if len(per_seed) > 1 else 0.0
-    lines.append(f"ESC-50 accuracy over {len(seeds)} seed(s) (mean ± std of the per-seed CV accuracy): "
-                 f"{100 * statistics.fmean(per_seed):.2f} ± {100 * sd:.2f} %")  # fmt: skip
-    allv = list(results.values())
-    sd_all = statistics.stdev(allv) if len(allv) > 1 else 0.0
-    lines.append(f"over all {len(allv)} runs: {100 * statistics.fmean(allv):.2f} ± {100 * sd_all:.2f} %")
+    m, sd = _mean_sd(per_seed)
+    lines.append(f"{name} {metric} over {len(seeds)} seed(s) (mean ± std of the per-seed CV score): "
+                 f"{100 * m:.2f} ± {100 * sd:.2f} %")  # fmt: skip
+    m, sd = _mean_sd(list(results.values()))
+    lines.append(f"over all {len(results)} runs: {100 * m:.2f} ± {100 * sd:.2f} %")
     return lines
 
 
-def main(argv: list[str] | None = None) -> int:
-    argv = list(sys.argv[1:] if argv is None else argv)
+def metrics_table(records: list[dict]) -> list[str]:
+    """Markdown table: every test metric of the runs as mean ± std over all runs (values as recorded)."""
+    keys = sorted({k for r in records for k in r["metrics"]})
+    lines = ["| metric | mean ± std | runs |", "| --- | --- | --- |"]
+    for k in keys:
+        vals = [r["metrics"][k] for r in records if k in r["metrics"]]
+        m, sd = _mean_sd(vals)
+        lines.append(f"| {k} | {m:.4f} ± {sd:.4f} | {len(vals)} |")
+    return lines
+
+
+def _parse(argv: list[str]) -> tuple[argparse.Namespace, list[str], argparse.ArgumentParser]:
     extra: list[str] = []
     if "--" in argv:
         i = argv.index("--")
         argv, extra = argv[:i], argv[i + 1 :]
-    p = argparse.ArgumentParser(description="ESC-50 k-fold cross-validation with train.py (Singh et al., LHGNN §III-C)")
-    p.add_argument("--config", required=True, help="a full train.py config, e.g. conf/lhgnn/esc50.yaml")
-    p.add_argument("--folds", type=int, nargs="+", default=[1, 2, 3, 4, 5])
-    p.add_argument("--seeds", type=int, nargs="+", default=[0, 1, 2, 3, 4])
-    p.add_argument("--out", default="runs/esc50-cv", help="directory of the per-run configs, checkpoints, metrics")
-    p.add_argument("--split-prefix", default="fold", help="split names are PREFIX<k> (prepare esc50: fold1..fold5)")
+    p = argparse.ArgumentParser(description="Fold cross-validation with train.py (ESC-50, UrbanSound8K, ...)")
+    p.add_argument("--config", required=True, help="a full train.py config, e.g. conf/urbansound8k/cnn.yaml")
+    p.add_argument("--folds", type=int, nargs="+", default=None,
+                   help="test folds (default: every fold of the config's prepared set)")
+    p.add_argument("--seeds", type=int, nargs="+", default=[0])
+    p.add_argument("--out", default=None, help="per-run configs, checkpoints, metrics (default: runs/cv/<config>)")
+    p.add_argument("--split-prefix", default="fold", help="split names are PREFIX<k> (prepare esc50 / urbansound8k)")
+    p.add_argument("--all-folds", type=int, nargs="+", default=None,
+                   help="the folds of the set (default: read from its dataset.json; else --folds)")
     p.add_argument("--metric", default="test/acc")
     p.add_argument("--dry-run", action="store_true", help="write the configs and print the commands only")
     p.add_argument("--force", action="store_true", help="re-run runs that already have test metrics")
-    args = p.parse_args(argv)
-    if len(set(args.folds)) < 2:
-        p.error(f"--folds needs at least two distinct folds, got {args.folds}")
+    return p.parse_args(argv), extra, p
+
+
+def _run(run_dir: Path, run_cfg: Path, extra: list[str], force: bool, dry_run: bool) -> int:
+    """fit + test of one run unless its metrics exist (or ``force``); the exit code of the first failure."""
+    metrics_file = run_dir / "test_metrics.json"
+    cmds = [
+        [sys.executable, str(REPO / "train.py"), "fit", "--config", str(run_cfg), *extra],
+        [sys.executable, str(REPO / "train.py"), "test", "--config", str(run_cfg),
+         "--ckpt_path", str(run_dir / "checkpoints" / "last.ckpt"), *extra],
+    ]  # fmt: skip
+    if dry_run:
+        print("\n".join(" ".join(c) for c in cmds))
+        return 0
+    if metrics_file.exists() and not force:
+        print(f"{run_dir.name}: done before, reading {metrics_file}", flush=True)
+        return 0
+    metrics_file.unlink(missing_ok=True)
+    for c in cmds:
+        print("$ " + " ".join(c), flush=True)
+        rc = subprocess.run(c, cwd=REPO, check=False).returncode
+        if rc != 0:
+            print(f"{run_dir.name}: '{c[2]}' failed with exit code {rc}; see {run_dir}", file=sys.stderr)
+            return rc
+    return 0
+
+
+def main(argv: list[str] | None = None) -> int:
+    """Run the study; 0 when every run finished (or ``--dry-run``), else the failing run's exit code."""
+    args, extra, p = _parse(list(sys.argv[1:] if argv is None else argv))
     cfg_path = Path(args.config)
     if not cfg_path.is_file():
         p.error(f"--config {cfg_path}: file not found")
     base = yaml.safe_load(cfg_path.read_text())
     if not isinstance(base, dict):
         p.error(f"--config {cfg_path}: expected a YAML mapping")
-    out = Path(args.out).resolve()
-    results: dict[tuple[int, int], float] = {}
+    root = Path(str(((base.get("data") or {}).get("init_args") or {}).get("root", "")))
+    all_folds = args.all_folds or ((root / "dataset.json").is_file() and dataset_folds(root, args.split_prefix))
+    all_folds = sorted(set(all_folds or args.folds or []))
+    test_folds = args.folds or all_folds
+    if len(all_folds) < 2 or not set(test_folds) <= set(all_folds):
+        p.error(f"folds of the set {all_folds} (from {root / 'dataset.json'} or --all-folds) must be at least two "
+                f"and hold the test folds {test_folds}")
+    out = Path(args.out or REPO / "runs" / "cv" / cfg_path.stem).resolve()
+    records = []
     for seed in args.seeds:
-        for fold in args.folds:
+        for fold in test_folds:
             run_dir = out / f"seed{seed}-fold{fold}"
             run_dir.mkdir(parents=True, exist_ok=True)
-            cfg = run_config(base, seed, fold, args.folds, run_dir, args.split_prefix, str(cfg_path))
             run_cfg = run_dir / "config.yaml"
-            run_cfg.write_text(yaml.safe_dump(cfg, sort_keys=False))
-            metrics_file = run_dir / "test_metrics.json"
-            cmds = [
-                [sys.executable, str(REPO / "train.py"), "fit", "--config", str(run_cfg), *extra],
-                [sys.executable, str(REPO / "train.py"), "test", "--config", str(run_cfg),
-                 "--ckpt_path", str(run_dir / "checkpoints" / "last.ckpt"), *extra],
-            ]  # fmt: skip
-            if args.dry_run:
-                for c in cmds:
-                    print(" ".join(c))
+            run_cfg.write_text(yaml.safe_dump(run_config(base, seed, fold, all_folds, run_dir, args.split_prefix,
+                                                         str(cfg_path)), sort_keys=False))
+            rc = _run(run_dir, run_cfg, extra, args.force, args.dry_run)
+            if rc or args.dry_run:
+                if rc:
+                    return rc
                 continue
-            if metrics_file.exists() and not args.force:
-                print(f"seed {seed} fold {fold}: done before, reading {metrics_file}", flush=True)
-            else:
-                metrics_file.unlink(missing_ok=True)
-                for c in cmds:
-                    print("$ " + " ".join(c), flush=True)
-                    rc = subprocess.run(c, cwd=REPO, check=False).returncode
-                    if rc != 0:
-                        print(f"seed {seed} fold {fold}: '{c[2]}' failed with exit code {rc}; see {run_dir}",
-                              file=sys.stderr)  # fmt: skip
-                        return rc
-            metrics = json.loads(metrics_file.read_text())
+            metrics = json.loads((run_dir / "test_metrics.json").read_text())
             if args.metric not in metrics:
-                raise KeyError(f"{metrics_file}: no '{args.metric}' (has {sorted(metrics)})")
-            results[(seed, fold)] = metrics[args.metric]
-            print(f"seed {seed} fold {fold}: {args.metric} = {100 * results[(seed, fold)]:.2f}%", flush=True)
-    if results:
-        print("\n".join(summarise(results, args.metric)))
+                raise KeyError(f"{run_dir / 'test_metrics.json'}: no '{args.metric}' (has {sorted(metrics)})")
+            records.append({"seed": seed, "fold": fold, "train_folds": [f for f in all_folds if f != fold],
+                            "metrics": metrics})
+            print(f"seed {seed} fold {fold}: {args.metric} = {100 * metrics[args.metric]:.2f}%", flush=True)
+    if records:
+        results = {(r["seed"], r["fold"]): r["metrics"][args.metric] for r in records}
+        lines = summarise(results, args.metric, cfg_path.stem) + [""] + metrics_table(records)
+        (out / "results.json").write_text(json.dumps(records, indent=1))
+        (out / "summary.md").write_text("\n".join(lines) + "\n")
+        print("\n".join(lines) + f"\nper run: {out / 'results.json'}; summary: {out / 'summary.md'}")
     return 0
 
 
