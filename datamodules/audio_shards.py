@@ -112,7 +112,7 @@ class AudioShardDataModule(L.LightningDataModule):
             192 frames); 0 disables.
         seed: seed of the per-epoch plan, crops and shuffling.
         skip_corrupt_shards: warn about and skip a corrupt shard instead of stopping (counted in
-            ``corrupt_shards`` and logged by AudioClassifier as ``data/corrupt_shards``). A shard is corrupt
+            ``corrupt_shards``, logged as ``data/corrupt_shards`` by the ``DataHealth`` callback). A shard is corrupt
             when it cannot be read or its clip count or sha256 differs from ``dataset.json``. Training
             epochs keep their planned length on every rank (clips of the readable shards fill in); a
             validation / test pass lacks the skipped shard's clips.

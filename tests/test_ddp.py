@@ -152,7 +152,8 @@ def test_ddp_corrupt_shard_skipped_counted_and_validated(tmp_path):
     out = tmp_path / "out"
     out.mkdir()
     args = [*_common_args(data, tmp_path), "--config", str(REPO / "conf/trainer/ddp_cpu2.yaml"),
-            "--trainer.max_epochs", "1", "--data.init_args.skip_corrupt_shards", "true"]
+            "--trainer.max_epochs", "1", "--data.init_args.skip_corrupt_shards", "true",
+            "--trainer.callbacks+=callbacks.data_health.DataHealth"]
     env = {k: v for k, v in os.environ.items() if not k.startswith(("SLURM_", "LOCAL_RANK", "WORLD_SIZE"))}
     env.update(OMP_NUM_THREADS="1", PYTHONPATH=str(REPO), AUDIOGNN_DDP_FIT_ONLY="1")
     proc = subprocess.Popen([sys.executable, str(REPO / "tests/ddp_driver.py"), str(out), *args], cwd=tmp_path,
