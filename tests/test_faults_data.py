@@ -23,7 +23,7 @@ from audiognn.data.shards import DatasetInfoError, ShardError, iter_tar, join, l
 from datamodules.audio_shards import AudioShardDataModule
 from datamodules.prepare import main as prepare
 from datamodules.readers import read_dataset
-from datamodules.shard_stream import SharedCounter, ShardStream
+from datamodules.shard_stream import ShardStream, SharedCounter
 
 REPO = Path(__file__).resolve().parents[1]
 C = 3  # classes of the conftest shard factory
