@@ -436,7 +436,7 @@ def test_csv_manifest_bad_header(tmp_path):
 
 
 def test_registry():
-    assert set(READERS) == {"folder", "esc50", "fsd50k", "audioset", "csv", "synthetic"}
+    assert set(READERS) == {"folder", "esc50", "fsd50k", "audioset", "csv", "synthetic", "urbansound8k"}
     for name, cls in READERS.items():
         assert cls.name == name
 
