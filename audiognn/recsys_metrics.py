@@ -47,9 +47,34 @@ def topk_ranked(scores: torch.Tensor, k: int) -> torch.Tensor:
     return idx.gather(1, order)
 
 
+def topk_fast(scores: torch.Tensor, k: int) -> torch.Tensor:
+    """`topk_ranked` at the cost of one ``torch.topk``: the top k+1 values of a row are taken sorted; a row
+    where two neighbours among them are equal (a tie that may straddle the k-th place or need the item-index
+    order) is redone by `topk_ranked`, every other row already has the unique (score desc) order."""
+    n = scores.shape[1]
+    k = min(k, n)
+    vals, idx = scores.topk(min(k + 1, n), dim=1)  # sorted, descending
+    top = idx[:, :k]
+    amb = (vals[:, 1:] == vals[:, :-1]).any(1)  # [B]
+    if amb.any():
+        top = top.clone()
+        top[amb] = topk_ranked(scores[amb], k)
+    return top
+
+
+def mask_pairs_(scores: torch.Tensor, pairs: torch.Tensor) -> torch.Tensor:
+    """Set ``scores`` ``[B, I]`` to -inf in place at the (row, item) ``pairs`` ``[2, n]`` (no dense mask)."""
+    scores.index_put_((pairs[0], pairs[1]), scores.new_tensor(float("-inf")))
+    return scores
+
+
 class TopKMetrics(Metric):
-    """P/R/NDCG@K for K in ``ks``: ``update(scores [B, I] masked, targets [B, I] bool)``; ``compute()``
-    returns ``{"precision@K", "recall@K", "ndcg@K"}`` averaged over users with targets."""
+    """P/R/NDCG@K for K in ``ks``: ``update(scores [B, I] masked, targets)``; ``compute()`` returns
+    ``{"precision@K", "recall@K", "ndcg@K"}`` averaged over users with targets.
+
+    ``targets`` is a dense bool mask ``[B, I]`` (ranked with `topk_ranked`) or int64 (row, item) pairs
+    ``[2, n]`` (ranked with `topk_fast`, hits looked up in the sorted pairs: no ``[B, I]`` pass besides the
+    top-k); both give the same values (the tests check it)."""
 
     full_state_update = False
 
@@ -61,15 +86,28 @@ class TopKMetrics(Metric):
             self.add_state(name, torch.zeros(nk, dtype=torch.float64), dist_reduce_fx="sum")
         self.add_state("users", torch.zeros((), dtype=torch.long), dist_reduce_fx="sum")
 
-    def update(self, scores: torch.Tensor, targets: torch.Tensor) -> None:  # [B, I], [B, I] bool
-        n_t = targets.sum(1)  # [B]
-        keep = n_t > 0
-        scores, targets, n_t = scores[keep], targets[keep], n_t[keep].double()
-        if scores.shape[0] == 0:
-            return
+    def update(self, scores: torch.Tensor, targets: torch.Tensor) -> None:  # [B, I]; [B, I] bool or [2, n]
         kmax = min(self.ks[-1], scores.shape[1])
-        top = topk_ranked(scores, kmax)  # [B, Kmax]
-        hit = targets.gather(1, top).double()  # [B, Kmax]
+        if targets.dtype == torch.bool:
+            n_t = targets.sum(1)  # [B]
+            keep = n_t > 0
+            scores, targets, n_t = scores[keep], targets[keep], n_t[keep].double()
+            if scores.shape[0] == 0:
+                return
+            hit = targets.gather(1, topk_ranked(scores, kmax)).double()  # [B, Kmax]
+        else:
+            n_t = torch.bincount(targets[0], minlength=scores.shape[0])  # [B]
+            keep = n_t > 0
+            if not bool(keep.any()):
+                return
+            scores, n_t = scores[keep], n_t[keep].double()
+            rows = torch.cumsum(keep.long(), 0) - 1  # old row -> kept row
+            n_items = scores.shape[1]
+            keys = torch.sort(rows[targets[0]] * n_items + targets[1]).values  # [n]
+            top = topk_fast(scores, kmax)  # [B, Kmax]
+            q = torch.arange(len(top), device=top.device)[:, None] * n_items + top
+            at = torch.searchsorted(keys, q).clamp(max=len(keys) - 1)
+            hit = (keys[at] == q).double()
         disc = 1.0 / torch.log2(torch.arange(2, kmax + 2, device=hit.device, dtype=torch.float64))  # [Kmax]
         cum_hits = hit.cumsum(1)
         cum_dcg = (hit * disc).cumsum(1)
@@ -108,14 +146,14 @@ def csr_rows_to_dense(indptr: torch.Tensor, indices: torch.Tensor, rows: torch.T
 @torch.no_grad()
 def evaluate_full_ranking(user_emb: torch.Tensor, item_emb: torch.Tensor, users: torch.Tensor,
                           targets: tuple[torch.Tensor, torch.Tensor], masks: Sequence[tuple[torch.Tensor, torch.Tensor]],
-                          ks: Sequence[int] = (5, 10, 20, 50), batch_size: int = 1024) -> dict[str, float]:
+                          ks: Sequence[int] = (5, 10, 20, 50), batch_size: int = 4096) -> dict[str, float]:
     """Batched evaluator over embeddings (bench and scripts): scores = user_emb @ item_emb.T, ``masks``
-    (CSR pairs: train, and val at test time) set to -inf, targets as CSR."""
+    (CSR: train, and val at test time) set to -inf at their pairs, targets as CSR pairs (`TopKMetrics`)."""
     metric = TopKMetrics(ks)
     for b in range(0, len(users), batch_size):
         u = users[b:b + batch_size]
         s = user_emb[u] @ item_emb.T  # [B, I]
         for m in masks:
-            s.masked_fill_(csr_rows_to_dense(*m, u, s.shape[1]), float("-inf"))
-        metric.update(s, csr_rows_to_dense(*targets, u, s.shape[1]))
+            mask_pairs_(s, csr_row_pairs(*m, u))
+        metric.update(s, csr_row_pairs(*targets, u))
     return {k: float(v) for k, v in metric.compute().items()}

@@ -124,6 +124,8 @@ def test_negatives_never_positives_and_resampled_per_epoch_and_split_across_rank
     pos = set(zip(d.user.tolist(), d.item.tolist(), strict=True))
     ds = BPRTriples(d.user, d.item, d.num_items, batch_size=64, seed=1)
     e0 = [tuple(t.tolist() for t in b) for b in ds]
+    assert [tuple(t.tolist() for t in b) for b in ds] == e0  # iterating does not advance the epoch
+    ds.set_epoch(1)
     e1 = [tuple(t.tolist() for t in b) for b in ds]
     for epoch in (e0, e1):
         for u, p, n in epoch:

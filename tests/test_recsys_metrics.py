@@ -5,7 +5,14 @@ import pytest
 import torch
 from torch_geometric.metrics import LinkPredNDCG, LinkPredPrecision, LinkPredRecall
 
-from audiognn.recsys_metrics import TopKMetrics, csr_rows_to_dense, evaluate_full_ranking, topk_ranked
+from audiognn.recsys_metrics import (
+    TopKMetrics,
+    csr_rows_to_dense,
+    evaluate_full_ranking,
+    mask_pairs_,
+    topk_fast,
+    topk_ranked,
+)
 
 KS = (5, 10, 20, 50)
 
@@ -42,12 +49,14 @@ def random_case(seed, users=37, items=80, ties=True):
     return scores.astype(np.float32), targets
 
 
+@pytest.mark.parametrize("form", ["dense", "pairs"])
 @pytest.mark.parametrize("seed,ties", [(0, True), (1, True), (2, False)])
-def test_equals_brute_force(seed, ties):
+def test_equals_brute_force(seed, ties, form):
     scores, targets = random_case(seed, ties=ties)
     m = TopKMetrics(KS)
     for b in range(0, len(scores), 10):  # several batches
-        m.update(torch.from_numpy(scores[b:b + 10]), torch.from_numpy(targets[b:b + 10]))
+        t = torch.from_numpy(targets[b:b + 10])
+        m.update(torch.from_numpy(scores[b:b + 10]), t if form == "dense" else t.nonzero().T)
     got = {k: float(v) for k, v in m.compute().items()}
     ref = brute_force(scores, targets)
     assert int(m.users) == int((targets.sum(1) > 0).sum())
@@ -59,6 +68,18 @@ def test_topk_tie_break_is_score_then_index():
     s = torch.tensor([[1.0, 3.0, 3.0, 2.0, 3.0, 0.0]])
     assert topk_ranked(s, 4).tolist() == [[1, 2, 4, 3]]
     assert topk_ranked(s, 2).tolist() == [[1, 2]]
+
+
+@pytest.mark.parametrize("seed", [0, 1, 2])
+def test_topk_fast_equals_topk_ranked(seed):
+    scores, _ = random_case(seed, ties=seed < 2)  # ties and -inf rows taken by topk_ranked, the rest by topk
+    s = torch.from_numpy(scores)
+    for k in (1, 5, 50, 80):
+        assert torch.equal(topk_fast(s, k), topk_ranked(s, k))
+    masked = torch.from_numpy(scores).clone()
+    pairs = torch.tensor([[0, 3, 3], [5, 0, 79]])
+    assert torch.isinf(mask_pairs_(masked, pairs)[pairs[0], pairs[1]]).all()
+    assert int(torch.isinf(masked).sum()) <= int(torch.isinf(s).sum()) + 3
 
 
 def test_equals_pyg_linkpred():

@@ -143,7 +143,8 @@ class MMGNN(RecModel):
                  modalities: list[str] | None = None, use_id_modality: bool = True, use_social: bool = True,
                  use_emotion: bool = True, mutual_learning: bool = True, mutual_weight: float = 0.5,
                  temperature: float = 1.0, ml_candidates: int = 256, modality_bpr_weight: float = 1.0,
-                 user_activation: str = "tanh", init_std: float = 0.1):
+                 user_activation: str = "tanh", init_std: float = 0.1, init: str = "balanced",
+                 layer_weights: str = "paper", reg_dense: bool = True):
         wanted = list(graph.modalities) if modalities is None else [m for m in modalities if m != "id"]
         unknown = set(wanted) - set(graph.modalities)
         if unknown:
@@ -151,6 +152,9 @@ class MMGNN(RecModel):
                              f"(available: {sorted(graph.modalities)} and 'id')")
         if user_activation not in ACTIVATIONS:
             raise ValueError(f"MMGNN: user_activation must be one of {sorted(ACTIVATIONS)}, got {user_activation!r}")
+        if init not in ("balanced", "pytorch") or layer_weights not in ("paper", "normalised"):
+            raise ValueError(f"MMGNN: init must be 'balanced' or 'pytorch' (got {init!r}), layer_weights 'paper' "
+                             f"or 'normalised' (got {layer_weights!r})")
         feature_names = []
         for m in wanted:
             if not bool(graph.modalities[m][1].any()):
@@ -166,6 +170,7 @@ class MMGNN(RecModel):
         self.num_layers, self.social_layers = num_layers, social_layers
         self.mutual_learning, self.mutual_weight, self.temperature = mutual_learning, mutual_weight, temperature
         self.modality_bpr_weight, self.ml_candidates = modality_bpr_weight, ml_candidates
+        self.layer_weights, self.reg_dense = layer_weights, reg_dense
         self.use_social, self.use_emotion, self.feature_names = social, emotion, feature_names
         use_id = use_id_modality and (modalities is None or "id" in modalities)
         self.names = (["id"] if use_id else []) + self.feature_names
@@ -193,7 +198,28 @@ class MMGNN(RecModel):
         if self.use_emotion:  # §3.3
             self.emo_proj = nn.Linear(graph.emotion[0].shape[1], d, bias=False)
             self.item_gate, self.user_gate = _Gate(d), _Gate(d)
+        if init == "balanced":
+            self._balanced_init(graph, init_std)
         self.build(graph)
+
+    @torch.no_grad()
+    def _balanced_init(self, graph: RecGraph, init_std: float) -> None:
+        """Every layer-0 input at the scale of the ID embeddings and a fusion that starts as the mean of its parts
+        (see the module docstring): W_u = [I ... I] / parts, zero biases; projections N(0, (init_std / r)²) with
+        r the mean norm of the present feature rows; the emotion projection N(0, init_std²)."""
+        d = self.fuse.out_features
+        parts = self.fuse.in_features // d
+        self.fuse.weight.copy_(torch.eye(d).repeat(1, parts) / parts)
+        self.fuse.bias.zero_()
+        for m in self.feature_names:
+            feats, present = graph.modalities[m]
+            r = float(feats[present].float().norm(dim=1).mean()) if bool(present.any()) else 1.0
+            nn.init.normal_(self.proj[_k(m)].weight, std=init_std / max(r, 1e-8))
+            nn.init.zeros_(self.proj[_k(m)].bias)
+        if self.use_emotion:
+            nn.init.normal_(self.emo_proj.weight, std=init_std)
+            for gate in (self.item_gate, self.user_gate):
+                nn.init.zeros_(gate.lin.bias)
 
     def build(self, graph: RecGraph) -> None:
         self.register_buffer("adj", graph.bipartite_adjacency(), persistent=False)  # [U+I, U+I]
@@ -221,17 +247,23 @@ class MMGNN(RecModel):
     def _present(self, m: str) -> torch.Tensor | None:
         return None if m == "id" else self.graph.modality(m)[1]
 
+    def _weights(self, num_layers: int) -> list[float]:
+        """Layer weights of eqs. 2-3: 1/(l+1) ("paper"), or those divided by their sum ("normalised")."""
+        w = [1.0 / (layer + 1) for layer in range(num_layers + 1)]
+        return w if self.layer_weights == "paper" else [x / sum(w) for x in w]
+
     def forward(self) -> RecOutput:
-        w = [1.0 / (layer + 1) for layer in range(self.num_layers + 1)]  # eq. 2: Σ_l e^(l) / (l+1)
-        users, items = {}, {}
-        for m in self.names:
-            x = torch.cat([self.user_emb[_k(m)].weight, self._item_input(m)], 0)  # [U+I, d]
-            h = light_propagate(x, self.adj, self.num_layers, w)
-            users[m], items[m] = h[: self.num_users], h[self.num_users:]
+        # eq. 2 for every modality at once: Â acts on each column block alike, so the modalities' layer-0
+        # inputs side by side [U+I, M·d] propagate in one sparse product per layer
+        x = torch.cat([torch.cat([self.user_emb[_k(m)].weight, self._item_input(m)], 0) for m in self.names], 1)
+        h = light_propagate(x, self.adj, self.num_layers, self._weights(self.num_layers)).split(x.shape[1] // len(
+            self.names), dim=1)
+        users = {m: hm[: self.num_users] for m, hm in zip(self.names, h, strict=True)}
+        items = {m: hm[self.num_users:] for m, hm in zip(self.names, h, strict=True)}
         parts = [users[m] for m in self.names]
-        if self.use_social:
-            ws = [1.0 / (layer + 1) for layer in range(self.social_layers + 1)]  # eq. 3
-            parts.append(light_propagate(self.social_emb.weight, self.social_adj, self.social_layers, ws))
+        if self.use_social:  # eq. 3
+            parts.append(light_propagate(self.social_emb.weight, self.social_adj, self.social_layers,
+                                         self._weights(self.social_layers)))
         user = ACTIVATIONS[self.user_activation](self.fuse(torch.cat(parts, 1)))  # eq. 4, [U, d]
         item = sum(a * items[m] for a, m in zip(self.alpha, self.names, strict=True))  # eq. 5, [I, d]
         if self.use_emotion:
@@ -262,6 +294,14 @@ class MMGNN(RecModel):
                 valid.append(torch.ones_like(cand, dtype=torch.bool) if p is None else p[cand])
             losses["mutual"] = self.mutual_weight * mutual_learning_loss(scores, valid, self.temperature)
         return losses
+
+    def dense_parameters(self) -> list[torch.Tensor]:
+        """W_u, projections, missing vectors, gates and α: regularised by λ2 too when ``reg_dense``."""
+        if not self.reg_dense:
+            return []
+        skip = {id(e.weight) for e in self.user_emb.values()}
+        skip |= {id(getattr(self, n).weight) for n in ("item_id", "social_emb") if hasattr(self, n)}
+        return [p for p in self.parameters() if id(p) not in skip]
 
     def ego_rows(self, users, pos, neg):
         rows = [self.user_emb[_k(m)](users) for m in self.names]

@@ -6,8 +6,10 @@ used by `audiognn.tasks.recommender.Recommender` through:
 - ``forward() -> RecOutput``: final user ``[U, d]`` and item ``[I, d]`` representations (full graph);
 - ``score(out, users [B], items [B]) -> [B]`` and ``score_all(out, users [B]) -> [B, I]``;
 - ``aux_losses(out, users, pos, neg) -> dict`` of extra, already weighted loss terms (MM-GNN);
-- ``reg_loss(users, pos, neg)``: 0.5 · squared L2 norm of the batch's ego (layer-0) parameters / B, multiplied
-  by λ2 in the Recommender (Ziaoddini, *Socially Aware Music Recommendation: a Multi-Modal GNN*, §5.3);
+- ``reg_loss(users, pos, neg)``: 0.5 · squared L2 norm of the batch's ego (layer-0) parameter rows / B, plus
+  0.5 · the squared L2 norm of the model's `RecModel.dense_parameters` (shared weights that every example
+  uses: MM-GNN's fusion, projections and gates), multiplied by λ2 in the Recommender (Ziaoddini, *Socially Aware
+  Music Recommendation: a Multi-Modal GNN*, §5.3);
 - ``trainable``: False for a model without parameters to fit (MostPop).
 
 Every model keeps the graph it was built from in `GraphBuffers` (persistent buffers, so the graph travels in
@@ -108,11 +110,15 @@ class RecModel(nn.Module):
         """The layer-0 parameter rows of a batch, regularised by `reg_loss`."""
         return []
 
+    def dense_parameters(self) -> list[torch.Tensor]:
+        """Shared (non-embedding) parameters regularised in full at every batch by `reg_loss` (default: none)."""
+        return []
+
     def reg_loss(self, users, pos, neg) -> torch.Tensor:
-        rows = self.ego_rows(users, pos, neg)
-        if not rows:
+        rows, dense = self.ego_rows(users, pos, neg), self.dense_parameters()
+        if not rows and not dense:
             return torch.zeros(())
-        return 0.5 * sum(r.pow(2).sum() for r in rows) / len(users)
+        return 0.5 * (sum(r.pow(2).sum() for r in rows) / len(users) + sum(p.pow(2).sum() for p in dense))
 
     def user_item_embeddings(self) -> tuple[torch.Tensor, torch.Tensor]:
         """Final user ``[U, d]`` and item ``[I, d]`` embeddings (plots: t-SNE of songs, user clusters)."""

@@ -43,7 +43,7 @@ from torch import nn
 from audiognn.checkpoint import build_from_spec, callable_spec
 from audiognn.data.recgraph import RecGraph
 from audiognn.models.recsys_base import RecModel
-from audiognn.recsys_metrics import TopKMetrics, pairs_to_dense
+from audiognn.recsys_metrics import TopKMetrics, mask_pairs_
 from audiognn.tasks.optim import configure_schedule
 
 STAGES = ("val", "test", "test_cold")
@@ -133,8 +133,7 @@ class Recommender(L.LightningModule):
     def rank_scores(self, batch: dict) -> torch.Tensor:
         """Masked scores ``[B, I]`` of an evaluation batch (``users``, ``exclude`` pairs set to -inf, items
         outside ``candidates`` set to -inf when the batch has them)."""
-        s = self.score_users(batch["users"])
-        s = s.masked_fill(pairs_to_dense(batch["exclude"], s.shape), float("-inf"))
+        s = mask_pairs_(self.score_users(batch["users"]), batch["exclude"])  # a fresh [B, I] tensor
         if "candidates" in batch:
             s = s.masked_fill(~batch["candidates"], float("-inf"))
         return s
@@ -151,7 +150,7 @@ class Recommender(L.LightningModule):
     # -- evaluation -----------------------------------------------------------------------------------
     def _eval_step(self, batch, stage):
         scores = self.rank_scores(batch)
-        self.metrics[stage].update(scores, pairs_to_dense(batch["target"], scores.shape))
+        self.metrics[stage].update(scores, batch["target"])
 
     def _eval_end(self, stages):
         self._eval_cache = None

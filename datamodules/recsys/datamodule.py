@@ -27,8 +27,15 @@ from torch.utils.data import DataLoader
 
 from audiognn.data.modality_file import align_modality, read_modality
 from audiognn.data.recgraph import RecGraph
-from datamodules.recsys.readers import RecData, read_lastfm2k, read_msd_triplets, read_table
-from datamodules.recsys.samplers import BPRTriples, UserBatches
+from datamodules.recsys.readers import (
+    LASTFM2K_ROOT,
+    RecData,
+    check_lastfm2k,
+    read_lastfm2k,
+    read_msd_triplets,
+    read_table,
+)
+from datamodules.recsys.samplers import BPRTriples, EpochLoader, UserBatches
 from datamodules.recsys.splits import SPLITS, split_csr, split_interactions
 
 log = logging.getLogger(__name__)
@@ -42,25 +49,27 @@ class RecDataModule(LightningDataModule):
     ``csr(name)`` (per-user item lists of a split), ``eval_users(name)``, ``has_cold``.
 
     Args:
-        root: the Last.fm 2K directory (``reader="lastfm2k"``).
+        root: the Last.fm 2K directory (``reader="lastfm2k"``; default ``data/hetrec2011-lastfm-2k``, see
+            `datamodules.recsys.readers.check_lastfm2k`: a missing file is named at construction).
         reader: ``"lastfm2k"``, ``"msd"`` or ``"table"``.
         interactions, social, user_col, item_col, weight_col, friend_col, sep: files and columns of the
             ``msd`` / ``table`` readers.
         modality_files, emotion_file: extra item modalities / emotion vectors (`audiognn.data.modality_file`).
         text_dim, use_tags, emotion_from_tags: Last.fm tags as a text modality of ``text_dim`` and as emotion.
         use_social: keep the friendships (False: the graph has no social edges).
-        split_ratios, cold_item_fraction, seed: the split (`datamodules.recsys.splits`).
+        split_ratios, cold_item_fraction, seed: the split (`datamodules.recsys.splits`); ``seed`` also seeds the
+            BPR sampling unless ``sample_seed`` is given (a bench varies it with the model seed).
         batch_size, eval_batch_size, num_workers: loaders (BPR triples; users per evaluation batch).
     """
 
-    def __init__(self, root: str | None = None, reader: str = "lastfm2k", interactions: str | None = None,
+    def __init__(self, root: str | None = LASTFM2K_ROOT, reader: str = "lastfm2k", interactions: str | None = None,
                  social: str | None = None, modality_files: dict[str, str] | None = None,
                  emotion_file: str | None = None, text_dim: int = 64, use_tags: bool = True,
                  emotion_from_tags: bool = True, use_social: bool = True, user_col: str = "user",
                  item_col: str = "item", weight_col: str | None = None, friend_col: str = "friend",
                  sep: str = ",", split_ratios: tuple[float, float, float] = (0.8, 0.1, 0.1),
-                 cold_item_fraction: float = 0.0, seed: int = 2020, batch_size: int = 1024,
-                 eval_batch_size: int = 512, num_workers: int = 0):
+                 cold_item_fraction: float = 0.0, seed: int = 2020, sample_seed: int | None = None,
+                 batch_size: int = 1024, eval_batch_size: int = 512, num_workers: int = 0):
         super().__init__()
         if reader not in ("lastfm2k", "msd", "table"):
             raise ValueError(f"RecDataModule: reader must be 'lastfm2k', 'msd' or 'table', got {reader!r}")
@@ -68,11 +77,12 @@ class RecDataModule(LightningDataModule):
             raise ValueError("RecDataModule(reader='lastfm2k') needs root= the hetrec2011-lastfm-2k directory")
         if reader in ("msd", "table") and not interactions:
             raise ValueError(f"RecDataModule(reader={reader!r}) needs interactions= a file path")
+        if reader == "lastfm2k":  # before any run starts (train.py instantiates the logger after this)
+            check_lastfm2k(root, use_tags or emotion_from_tags)
         self.save_hyperparameters()
         self.data: RecData | None = None
         self._given: RecData | None = None
-        self._train_epoch = 0
-        self._train_ds: BPRTriples | None = None
+        self._epochs_started = 0  # sampling epoch when no trainer drives this DataModule
 
     @classmethod
     def from_data(cls, data: RecData, **kwargs) -> RecDataModule:
@@ -148,13 +158,22 @@ class RecDataModule(LightningDataModule):
         t = getattr(self, "trainer", None)
         return (t.global_rank, t.world_size) if t is not None else (0, 1)
 
+    def sampling_epoch(self) -> int:
+        """The epoch whose BPR triples the next training iteration draws: the trainer's current epoch (restored
+        on resume, whatever ``num_workers``), or the number of iterations started without a trainer."""
+        t = getattr(self, "trainer", None)
+        if t is not None:
+            return int(t.current_epoch)
+        self._epochs_started += 1
+        return self._epochs_started - 1
+
     def train_dataloader(self) -> DataLoader:
         rank, world = self._rank_world()
         tr = self.split == 0
-        self._train_ds = BPRTriples(self.data.user[tr], self.data.item[tr], self.data.num_items,
-                                    self.hparams.batch_size, self.hparams.seed, rank, world, self._train_epoch)
-        nw = self.hparams.num_workers
-        return DataLoader(self._train_ds, batch_size=None, num_workers=nw, persistent_workers=nw > 0)
+        h = self.hparams
+        ds = BPRTriples(self.data.user[tr], self.data.item[tr], self.data.num_items, h.batch_size,
+                        h.seed if h.sample_seed is None else h.sample_seed, rank, world)
+        return EpochLoader(ds, self.sampling_epoch, num_workers=h.num_workers, persistent_workers=h.num_workers > 0)
 
     def _eval_loader(self, name: str) -> DataLoader:
         """Users of split ``name`` with their targets; training items masked, and validation items after
@@ -176,7 +195,9 @@ class RecDataModule(LightningDataModule):
         return [self._eval_loader("test"), self._eval_loader("cold")] if self.has_cold else self._eval_loader("test")
 
     def state_dict(self) -> dict:
-        return {"train_epoch": self._train_ds.epoch if self._train_ds is not None else self._train_epoch}
+        return {"epochs_started": self._epochs_started}
 
     def load_state_dict(self, state: dict) -> None:
-        self._train_epoch = int(state.get("train_epoch", 0))
+        # with a trainer (the resume case) the sampling epoch is the trainer's restored epoch; this counter only
+        # serves loops without one
+        self._epochs_started = int(state.get("epochs_started", state.get("train_epoch", 0)))

@@ -92,6 +92,21 @@ def _social_edges(pairs, user_index: dict) -> np.ndarray:
     return np.unique(np.concatenate([s, s[:, ::-1]]), axis=0).T if len(s) else np.zeros((2, 0), np.int64)
 
 
+LASTFM2K_ROOT = "data/hetrec2011-lastfm-2k"
+LASTFM2K_URL = "https://grouplens.org/datasets/hetrec-2011/"
+
+
+def check_lastfm2k(root: str | None, tags: bool = True) -> None:
+    """Raise a one-line FileNotFoundError naming the first missing Last.fm 2K file and where to get it."""
+    names = ["user_artists.dat", "user_friends.dat"] + (["user_taggedartists.dat", "tags.dat"] if tags else [])
+    for name in names:
+        path = os.path.join(root or LASTFM2K_ROOT, name)
+        if not os.path.isfile(path):
+            raise FileNotFoundError(
+                f"Last.fm 2K: {path} is missing; download hetrec2011-lastfm-2k.zip from {LASTFM2K_URL} and unzip "
+                f"it into {LASTFM2K_ROOT}/ (or pass --data.root DIR)")
+
+
 def read_lastfm2k(root: str, text_dim: int = 64, use_tags: bool = True, emotion_from_tags: bool = True,
                   seed: int = 0) -> RecData:
     """Read HetRec 2011 Last.fm 2K in place. Items are the 17,632 artists of user_artists.dat."""

@@ -11,9 +11,11 @@ every user exactly once); every batch carries what the evaluation needs besides 
 
 from __future__ import annotations
 
+from collections.abc import Callable
+
 import numpy as np
 import torch
-from torch.utils.data import IterableDataset, get_worker_info
+from torch.utils.data import DataLoader, IterableDataset, get_worker_info
 
 from audiognn.data.recgraph import csr_row_pairs
 
@@ -27,13 +29,17 @@ class BPRTriples(IterableDataset):
     ``world_size`` equal slices (the remainder of E mod world_size pairs is left out of that epoch), and
     draws each batch's negatives uniformly from all items with a generator seeded by (seed, e, r, batch),
     redrawing any that is a training positive of its user — so batches do not depend on worker count.
-    Keep DataLoader workers persistent (the datamodule does): the epoch counter lives in the dataset.
+
+    The epoch is set from outside (`set_epoch`, by `EpochLoader` before every iteration) and held in shared
+    memory, so DataLoader workers — persistent ones included — read the value the main process set; iterating
+    does not advance it.
     """
 
     def __init__(self, user: np.ndarray, item: np.ndarray, num_items: int, batch_size: int, seed: int = 0,
                  rank: int = 0, world_size: int = 1, epoch: int = 0):
         self.user, self.item, self.num_items = user.astype(np.int64), item.astype(np.int64), num_items
-        self.batch_size, self.seed, self.rank, self.world_size, self.epoch = batch_size, seed, rank, world_size, epoch
+        self.batch_size, self.seed, self.rank, self.world_size = batch_size, seed, rank, world_size
+        self._epoch = torch.tensor(epoch, dtype=torch.long).share_memory_()
         self.pos_keys = np.sort(self.user * num_items + self.item)
         n_pos = np.bincount(self.user)
         if len(n_pos) and n_pos.max() >= num_items:
@@ -67,10 +73,28 @@ class BPRTriples(IterableDataset):
             n = self.sample_negatives(u, np.random.default_rng([self.seed, epoch, self.rank, b]))
             yield torch.from_numpy(u), torch.from_numpy(p), torch.from_numpy(n)
 
+    @property
+    def epoch(self) -> int:
+        return int(self._epoch)
+
+    def set_epoch(self, epoch: int) -> None:
+        self._epoch.fill_(int(epoch))
+
     def __iter__(self):
-        epoch = self.epoch
-        self.epoch += 1
-        return self.batches(epoch)
+        return self.batches(self.epoch)
+
+
+class EpochLoader(DataLoader):
+    """A DataLoader over `BPRTriples` (whole batches) that sets the dataset's epoch to ``epoch_fn()`` each time
+    an iteration starts, in the main process (the trainer's epoch: see ``RecDataModule.sampling_epoch``)."""
+
+    def __init__(self, dataset: BPRTriples, epoch_fn: Callable[[], int], **kwargs):
+        super().__init__(dataset, batch_size=None, **kwargs)
+        self.epoch_fn = epoch_fn
+
+    def __iter__(self):
+        self.dataset.set_epoch(self.epoch_fn())
+        return super().__iter__()
 
 
 class UserBatches(IterableDataset):
