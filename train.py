@@ -9,15 +9,22 @@ arguments (the recommender) are left alone.
 
 from __future__ import annotations
 
+import os
 import sys
+
+if __name__ == "__main__" and not sys.stdout.isatty():  # tqdm reads its TQDM_* defaults when imported
+    os.environ.setdefault("TQDM_MININTERVAL", "30")
 from pathlib import Path
+from typing import Literal
 
 import lightning as L
-from lightning.pytorch.callbacks import ModelCheckpoint
 from lightning.pytorch.cli import LightningCLI, SaveConfigCallback
 from lightning.pytorch.loggers import WandbLogger
 
 from audiognn.checkpoint import load_checkpoint
+from audiognn.cli.runs import expand_configs, quiet_console, quiet_wandb, resolve_run_dir, wandb_mode
+from callbacks.checkpointing import RunCheckpoint
+from callbacks.progress import LineProgress
 
 ROOT = Path(__file__).resolve().parent
 DEFAULT_CONFIG = ROOT / "conf" / "default.yaml"
@@ -32,7 +39,8 @@ LINKED_FROM_DATA = (
 
 
 class SaveConfigToLogger(SaveConfigCallback):
-    """Saves the resolved config beside the run (overwriting) and, with wandb, into the run's config."""
+    """Saves the config as requested (run name and root, not the derived paths) as ``config.yaml`` in this
+    invocation's own run directory and, with wandb, into the run's config."""
 
     def save_config(self, trainer, pl_module, stage: str) -> None:
         if isinstance(trainer.logger, WandbLogger) and trainer.is_global_zero:
@@ -43,9 +51,58 @@ class AudioGNNCLI(LightningCLI):
     def add_arguments_to_parser(self, parser) -> None:
         for key in LINKED_FROM_DATA:
             parser.link_arguments(f"data.{key}", f"model.init_args.{key}", apply_on="instantiate")
-        # the checkpoint callback has its own key, so `--checkpoint.dirpath DIR` works from the command line
-        # (SLURM scripts give each job a stable directory that survives requeues)
-        parser.add_lightning_class_args(ModelCheckpoint, "checkpoint")
+        # the checkpoint callback has its own key: last.ckpt every epoch, the best by `monitor` beside it
+        parser.add_lightning_class_args(RunCheckpoint, "checkpoint")
+        parser.add_argument("--run.name", type=str, default="default",
+                            help="the run's name: everything goes to <trainer.default_root_dir>/<name>/version_N")
+        parser.add_argument("--run.dir", type=str | None, default=None,
+                            help="pin this invocation's directory (SLURM jobs: requeues reuse it)")
+        parser.add_argument("--run.wandb", type=Literal["offline", "online", "disabled"], default="offline",
+                            help="wandb mode of a WandbLogger (the WANDB_MODE environment variable wins)")
+        parser.add_argument("--compose", type=list[str] | None, default=None,
+                            help="fragments this config builds on (train.py puts them before it)")
+        parser.add_argument("--overlay", type=list[str] | None, default=None,
+                            help="an overlay: the recipes (glob patterns) it goes after")
+
+    def before_instantiate_classes(self) -> None:
+        """Derive every path of this invocation from its run directory (see ``audiognn.cli.runs``)."""
+        cfg = self.config[self.subcommand] if self.subcommand else self.config
+        self.requested_config = cfg.clone()  # what config.yaml records: the run's name, not derived paths
+        for key in ("compose", "overlay", "run.dir"):  # a saved config is a whole recipe, never pinned
+            self.requested_config[key] = None
+        run_dir = resolve_run_dir(self.subcommand or "fit", cfg.trainer.default_root_dir or "runs", cfg.run.name,
+                                  cfg.run.dir, cfg.get("ckpt_path"))
+        root = Path(cfg.trainer.default_root_dir or "runs")
+        cfg.trainer.default_root_dir = str(run_dir)
+        if cfg.checkpoint.dirpath is None:
+            cfg.checkpoint.dirpath = str(run_dir / "checkpoints")
+        mode = wandb_mode(cfg.run.wandb)
+        loggers = cfg.trainer.logger if isinstance(cfg.trainer.logger, list) else [cfg.trainer.logger]
+        for lg in loggers:
+            if getattr(lg, "class_path", "").endswith("WandbLogger"):
+                args = lg.init_args
+                if args.get("save_dir") in (None, "."):
+                    args.save_dir = str(run_dir)
+                args.name = args.get("name") or (run_dir.relative_to(root).as_posix()
+                                                 if run_dir.is_relative_to(root) else run_dir.name)
+                args.offline = mode == "offline"
+                if mode == "disabled":
+                    os.environ["WANDB_MODE"] = "disabled"
+                quiet_wandb()
+        self.line_progress = (not sys.stdout.isatty() and cfg.trainer.get("enable_progress_bar") is not False
+                              and not any("Progress" in (c.get("class_path") or "") for c in cfg.trainer.callbacks or []))
+        print(f"run directory: {run_dir}" + (f" (wandb {mode})" if any(
+            getattr(lg, "class_path", "").endswith("WandbLogger") for lg in loggers) else ""), file=sys.stderr)
+
+    def instantiate_trainer(self, **kwargs):
+        if getattr(self, "line_progress", False):  # output to a file: one line per epoch, no carriage returns
+            prefix = f"{self.subcommand}." if self.subcommand else ""
+            kwargs["callbacks"] = [*(self.config_init.get(f"{prefix}trainer.callbacks") or []), LineProgress()]
+        trainer = super().instantiate_trainer(**kwargs)
+        for cb in trainer.callbacks:
+            if isinstance(cb, SaveConfigToLogger) and hasattr(self, "requested_config"):
+                cb.config = self.requested_config
+        return trainer
 
     def _parse_ckpt_path(self) -> None:
         # LightningCLI reads --ckpt_path's hyper-parameters before the Trainer (and its SafeCheckpointIO)
@@ -67,7 +124,7 @@ def with_default_config(argv: list[str]) -> list[str]:
 
 
 def cli_main(args: list[str] | None = None, run: bool = True) -> AudioGNNCLI:
-    argv = with_default_config(list(sys.argv[1:] if args is None else args))
+    argv = expand_configs(with_default_config(list(sys.argv[1:] if args is None else args)))
     if not run and argv and argv[0] in SUBCOMMANDS:  # run=False parses without a subcommand
         argv = argv[1:]
     if args is None:  # from the command line: hand LightningCLI the (amended) sys.argv
@@ -85,4 +142,5 @@ def cli_main(args: list[str] | None = None, run: bool = True) -> AudioGNNCLI:
 
 
 if __name__ == "__main__":
+    quiet_console(sys.stdout.isatty())
     cli_main()

@@ -3,8 +3,10 @@ Neural Networks for Music Genre Classification*).
 
 ``ConfusionMatrixPlot`` accumulates a torchmetrics ``MulticlassConfusionMatrix`` over the validation (and
 test) batches -- synchronised over DDP ranks by torchmetrics -- and at the end of each epoch draws it with
-matplotlib; with a ``WandbLogger`` the image goes to ``<stage>/confusion_matrix`` through
-``WandbLogger.log_image``, with ``dirpath`` it is also saved as ``confusion_<stage>[_epochNN].png``.
+matplotlib, classes in dataset order (the module's ``class_names``, i.e. ``dataset.json``'s ``classes``); the
+PNG goes to ``<run directory>/plots/confusion_<stage>[_epochNN].png`` (or ``dirpath``) and, with a
+``WandbLogger``, the image to ``<stage>/confusion_matrix``. Multi-label runs (``pl_module.multilabel``) are
+skipped: they get precision-recall curves (``callbacks.pr_curves``).
 
 Predictions come from the step's outputs when the LightningModule returns a dict with ``target`` and
 ``preds`` or ``logits`` (AudioClassifier's ``EvalOutput``, LinkPrediction); otherwise the callback scores
@@ -20,8 +22,9 @@ from pathlib import Path
 import numpy as np
 import torch
 from lightning.pytorch.callbacks import Callback
-from lightning.pytorch.loggers import WandbLogger
 from torchmetrics.classification import MulticlassConfusionMatrix
+
+from callbacks.plotting import epoch_suffix, plot_dir, publish, pyplot
 
 
 def plot_confusion_matrix(
@@ -33,11 +36,7 @@ def plot_confusion_matrix(
 ):
     """Draw ``cm: [C, C]`` (rows = true class, columns = predicted) and return the matplotlib figure;
     rows are normalised to sum to 1 with ``normalize`` (counts are printed in the cells either way)."""
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
+    plt = pyplot()
     cm = np.asarray(cm.cpu() if isinstance(cm, torch.Tensor) else cm, dtype=np.float64)
     C = cm.shape[0]
     names = class_names or [str(i) for i in range(C)]
@@ -76,10 +75,12 @@ class ConfusionMatrixPlot(Callback):
     """Log a confusion-matrix image at the end of every ``every_n_epochs``-th validation and of each test.
 
     Args:
-        dirpath: also save PNGs here (``confusion_val_epochNN.png``, ``confusion_test.png``); None: don't.
-        every_n_epochs: validation epochs between images (test: always).
-        normalize: show row-normalised rates (recall per class) instead of counts.
-        class_names: axis labels; default: the module's ``class_names`` or the DataModule's, else indices.
+        dirpath: where the PNGs go (``confusion_val_epochNN.png``, ``confusion_test.png``). (default: ``None``:
+            ``<run directory>/plots``)
+        every_n_epochs: validation epochs between images (and the last epoch; test: always). (default: ``1``)
+        normalize: show row-normalised rates (recall per class) instead of counts. (default: ``True``)
+        class_names: axis labels, in class-index order. (default: ``None``: the module's ``class_names`` or the
+            DataModule's, else indices)
     The latest matrix of each stage is kept in ``self.matrices[stage]`` (a ``[C, C]`` tensor).
     """
 
@@ -118,13 +119,14 @@ class ConfusionMatrixPlot(Callback):
             "or the batch must be a dict with 'x' and 'y'"
         )
 
-    def _active(self, trainer, stage: str) -> bool:
-        if trainer.sanity_checking:
+    def _active(self, trainer, pl_module, stage: str) -> bool:
+        if trainer.sanity_checking or getattr(pl_module, "multilabel", False):
             return False
-        return stage == "test" or (trainer.current_epoch + 1) % self.every_n_epochs == 0
+        epoch = trainer.current_epoch + 1  # every n-th validation epoch and the last one
+        return stage == "test" or epoch % self.every_n_epochs == 0 or epoch == trainer.max_epochs
 
     def _update(self, trainer, pl_module, outputs, batch, stage: str) -> None:
-        if not self._active(trainer, stage):
+        if not self._active(trainer, pl_module, stage):
             return
         preds, target = self._extract(pl_module, outputs, batch)
         cm = self._cm.get(stage)
@@ -163,20 +165,12 @@ class ConfusionMatrixPlot(Callback):
         if not trainer.is_global_zero:
             return
         names = self._names(trainer, pl_module, matrix.shape[0])
-        suffix = f"_epoch{trainer.current_epoch:02d}" if stage == "val" else ""
-        path = Path(self.dirpath) / f"confusion_{stage}{suffix}.png" if self.dirpath else None
+        path = plot_dir(trainer, self.dirpath) / f"confusion_{stage}{epoch_suffix(trainer, stage)}.png"
         title = f"{type(pl_module).__name__} {stage}" + (
             f" epoch {trainer.current_epoch}" if stage == "val" else ""
         )
-        fig = plot_confusion_matrix(matrix, names, title, path, self.normalize)
-        for lg in trainer.loggers:
-            if isinstance(lg, WandbLogger):
-                fig.canvas.draw()
-                image = np.asarray(fig.canvas.buffer_rgba())[..., :3].copy()  # [H, W, 3] uint8
-                lg.log_image(key=f"{stage}/confusion_matrix", images=[image], step=trainer.global_step)
-        import matplotlib.pyplot as plt
-
-        plt.close(fig)
+        publish(plot_confusion_matrix(matrix, names, title, None, self.normalize), trainer,
+                f"{stage}/confusion_matrix", path)
 
     def on_validation_epoch_end(self, trainer, pl_module) -> None:
         self._finish(trainer, pl_module, "val")

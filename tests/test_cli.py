@@ -16,15 +16,11 @@ from train import DEFAULT_CONFIG, cli_main, with_default_config  # noqa: E402
 
 
 def _tiny_args(tmp_path, variant="genre", extra=(), synthetic=None, epochs=1):
-    """A tiny config derived from conf/default.yaml: its own run dir, a small synthetic set, no workers."""
+    """A tiny config on conf/default.yaml: runs under tmp_path/run, a small synthetic set, no workers."""
     cfg = yaml.safe_load(DEFAULT_CONFIG.read_text())
-    run = tmp_path / "run"
-    cfg["trainer"].update(default_root_dir=str(run), enable_progress_bar=False, max_epochs=epochs)
-    cfg["trainer"]["logger"]["init_args"]["save_dir"] = str(run)
-    ckpt = cfg["checkpoint"]
-    ckpt["dirpath"] = str(run / "ckpt")
+    cfg["trainer"].update(default_root_dir=str(tmp_path / "run"), enable_progress_bar=False, max_epochs=epochs)
     if variant == "events":
-        ckpt.update(monitor="val/mAP", filename="best")
+        cfg["checkpoint"].update(monitor="val/mAP", filename="best")
     cfg["data"]["init_args"].update(
         root=str(tmp_path / f"syn-{variant}"), batch_size=16, num_workers=0,
         synthetic=synthetic or {"variant": variant, "train": 48, "val": 16, "test": 16, "target_frames": 64,
@@ -32,6 +28,11 @@ def _tiny_args(tmp_path, variant="genre", extra=(), synthetic=None, epochs=1):
     path = tmp_path / "tiny.yaml"
     path.write_text(yaml.safe_dump(cfg))
     return ["--config", str(path), *extra]
+
+
+def run_dir(tmp_path, version=0):
+    """Where the tiny config's fit number ``version`` lives."""
+    return tmp_path / "run" / "default" / f"version_{version}"
 
 
 def test_default_config_inserted_only_without_config():
@@ -60,10 +61,12 @@ def test_fit_validate_test_predict_end_to_end(tmp_path):
         return r
 
     run("fit", *args)
-    ckpt = tmp_path / "run" / "ckpt" / "last.ckpt"
-    assert ckpt.exists()
-    assert (tmp_path / "run" / "config.yaml").exists()  # the resolved config is saved with the run
-    assert list((tmp_path / "run" / "wandb").glob("offline-run-*"))  # offline wandb run directory
+    fit = run_dir(tmp_path)
+    ckpt = fit / "checkpoints" / "last.ckpt"
+    assert ckpt.exists() and list((fit / "checkpoints").glob("best-epoch00-acc*.ckpt"))
+    saved = (fit / "config.yaml").read_bytes()  # the config as asked for, saved with the run
+    assert yaml.safe_load(saved)["run"]["name"] == "default"
+    assert list((fit / "wandb").glob("offline-run-*"))  # offline wandb run directory
     out = run("validate", *args, "--ckpt_path", str(ckpt)).stdout
     assert "val/acc" in out
     out = run("test", *args, "--ckpt_path", str(ckpt)).stdout
@@ -79,6 +82,12 @@ def test_fit_validate_test_predict_end_to_end(tmp_path):
     assert len(top) == 5 and set(top) <= set(classes)
     scores = [float(p.split("(")[1].rstrip(")")) for p in line.split(": ", 1)[1].split(", ")]
     assert scores == sorted(scores, reverse=True) and 0 < sum(scores) <= 1.0001
+    # each later command wrote its own directory inside the training run; the training config is untouched
+    assert (fit / "config.yaml").read_bytes() == saved
+    for sub in ("validate_0", "test_0", "predict_0"):
+        assert (fit / sub / "config.yaml").exists(), sub
+    record = json.loads((fit / "predict_0" / "predictions.jsonl").read_text().splitlines()[0])
+    assert record["file"] == str(wav) and [t["class"] for t in record["top"]] == top
 
 
 def test_print_config_runs():
@@ -99,38 +108,3 @@ def test_default_model_learns_synthetic_genre_set(tmp_path):
     cli.trainer.fit(cli.model, cli.datamodule)
     acc = float(cli.trainer.callback_metrics["val/acc"])
     assert acc >= 0.6, acc
-
-
-def test_predict_writes_embeddings_in_the_recommender_modality_format(tmp_path):
-    """`train.py predict` + EmbeddingWriter -> .npz that RecDataModule's reader aligns to item keys."""
-    import numpy as np
-    import torch
-
-    from audiognn.recsys_io import align_modality, read_modality
-
-    cli = cli_main(["fit", *_tiny_args(tmp_path, "genre")], run=False)
-    cli.trainer.fit(cli.model, cli.datamodule)
-    ckpt = tmp_path / "run" / "ckpt" / "last.ckpt"
-    out = tmp_path / "emb.npz"
-    r = subprocess.run([sys.executable, str(REPO / "train.py"), "predict", *_tiny_args(tmp_path, "genre"),
-                        "--ckpt_path", str(ckpt), "--trainer.callbacks+=callbacks.embeddings.EmbeddingWriter",
-                        "--trainer.callbacks.output", str(out), "--data.init_args.test_splits", "[train, test]"],
-                       capture_output=True, text=True, cwd=tmp_path, timeout=300,
-                       env={**os.environ, "WANDB_MODE": "disabled", "PYTHONPATH": str(REPO)})
-    assert r.returncode == 0, r.stderr[-3000:]
-    cli.model.load_state_dict(torch.load(ckpt, weights_only=True)["state_dict"])
-    keys, emb = read_modality(out)
-    assert len(keys) == 48 + 16 and len(set(keys)) == len(keys) and emb.shape == (64, cli.model.backbone.embed_dim)
-    assert np.isfinite(emb).all()
-    # the same numbers as the backbone's embed on the same (normalised) clip
-    dm = cli.datamodule
-    dm.setup("test")
-    batch = next(iter(dm.test_dataloader()))
-    x = (batch["x"].float() - dm.mean) / dm.std
-    cli.model.eval()
-    with torch.no_grad():
-        ref = cli.model.backbone.embed(x[:2])
-    row = {k: i for i, k in enumerate(keys)}
-    np.testing.assert_allclose(emb[[row[k] for k in batch["key"][:2]]], ref.numpy(), rtol=1e-4, atol=1e-5)
-    feats, present = align_modality(keys, emb, [batch["key"][0], "not-a-clip"])
-    assert present.tolist() == [True, False]

@@ -69,8 +69,7 @@ def test_fit_dry_run_fresh_then_requeued(tmp_path):
     run = str(tmp_path / "run")
     got = _dry_run(tmp_path, "fit_1node_4gpu.sbatch", ["conf/default.yaml", "--trainer.max_epochs", "3"])
     assert got["argv"] == [sys.executable, "train.py", "fit", "--config", "conf/default.yaml",
-                           "--config", "conf/trainer/ddp4.yaml", "--trainer.default_root_dir", run,
-                           "--checkpoint.dirpath", f"{run}/checkpoints", "--trainer.max_epochs", "3"]
+                           "--config", "conf/trainer/ddp4.yaml", "--run.dir", run, "--trainer.max_epochs", "3"]
     assert got["wandb"] == "777"
     # requeued after SIGUSR1: the hpc checkpoint Lightning wrote (newer than last.ckpt) is resumed
     _valid_ckpt(tmp_path / "run" / "checkpoints" / "last.ckpt", 1.0)
@@ -97,7 +96,7 @@ def test_multinode_and_test_dry_runs(tmp_path):
     got = _dry_run(tmp_path, "test.sbatch", ["conf/default.yaml", str(a), str(b), "--trainer.devices", "2"])
     avg = tmp_path / "run" / "averaged.ckpt"
     assert got["argv"] == [sys.executable, "train.py", "test", "--config", "conf/default.yaml", "--config",
-                           "conf/trainer/ddp4.yaml", "--trainer.default_root_dir", str(tmp_path / "run"),
+                           "conf/trainer/ddp4.yaml", "--run.dir", str(tmp_path / "run"),
                            "--trainer.devices", "2", "--ckpt_path", str(avg)]
     torch.testing.assert_close(torch.load(avg, weights_only=True)["state_dict"]["w"], torch.full((2,), 2.5))
 
@@ -110,16 +109,15 @@ def test_trainer_configs_compose_with_the_recipe(capsys):
 
         with pytest.raises(SystemExit):
             cli_main(["fit", "--config", str(REPO / "conf/default.yaml"), "--config",
-                      str(REPO / "conf/trainer/ddp4.yaml"), "--trainer.default_root_dir", "runs/x",
-                      "--print_config"], run=False)
+                      str(REPO / "conf/trainer/ddp4.yaml"), "--run.dir", "runs/x", "--print_config"], run=False)
     finally:
         sys.path.remove(str(REPO))
     cfg = yaml.safe_load(capsys.readouterr().out)
     t = cfg["trainer"]
     assert (t["devices"], t["strategy"], t["precision"], t["sync_batchnorm"]) == (4, "ddp", "bf16-mixed", True)
     assert t["plugins"][0]["class_path"] == "audiognn.checkpoint.SafeCheckpointIO"
-    assert t["default_root_dir"] == "runs/x"
-    recipe = yaml.safe_load((REPO / "conf/default.yaml").read_text())
+    assert cfg["run"]["dir"] == "runs/x" and t["default_root_dir"] == "runs"
+    recipe = yaml.safe_load((REPO / "conf/base/audio.yaml").read_text())  # the default recipe's callbacks
     assert [c["class_path"] for c in t["callbacks"]] == [c["class_path"] for c in recipe["trainer"]["callbacks"]]
 
 
@@ -145,3 +143,12 @@ def test_sigusr1_under_slurm_checkpoints_requeues_and_resumes(tmp_path):
     res = json.loads(second.stdout.split("RESULT ", 1)[1])
     assert res["start"]["global_step"] == 6 and res["start"]["adam_steps"][0] == 6.0
     assert res["global_step"] == 12  # 3 epochs x 4 steps
+
+
+def test_readme_dry_run_shows_what_the_script_runs(tmp_path):
+    """slurm/README.md's dry-run block: the command it shows is the one the script hands to srun."""
+    text = (REPO / "slurm" / "README.md").read_text()
+    shown = re.search(r"^# srun (.+)$", text, flags=re.M).group(1).split()
+    run = str(tmp_path / "run")
+    got = _dry_run(tmp_path, "fit_1node_4gpu.sbatch", ["conf/default.yaml", "--trainer.max_epochs", "3"])
+    assert [run if a == "/tmp/dry" else a for a in shown] == ["python", *got["argv"][1:]]
