@@ -108,3 +108,43 @@ def test_default_model_learns_synthetic_genre_set(tmp_path):
     cli.trainer.fit(cli.model, cli.datamodule)
     acc = float(cli.trainer.callback_metrics["val/acc"])
     assert acc >= 0.6, acc
+
+
+def test_run_directories(tmp_path, monkeypatch):
+    """fit: the next free version_N (--ckpt_path last: the latest one, in place; --run.dir: exactly there);
+    validate/test/predict: <the run holding the checkpoint>/<subcommand>_N."""
+    from audiognn.cli.runs import resolve_run_dir
+
+    for k in ("LOCAL_RANK", "NODE_RANK", "RANK", "SLURM_NTASKS", "AUDIOGNN_RUN_DIR"):
+        monkeypatch.delenv(k, raising=False)
+    root = tmp_path / "runs"
+    assert resolve_run_dir("fit", root, "x", ckpt_path="last") == root / "x" / "version_0"  # nothing to resume
+    assert resolve_run_dir("fit", root, "x") == root / "x" / "version_1"
+    assert resolve_run_dir("fit", root, "x", ckpt_path="last") == root / "x" / "version_1"  # resumed in place
+    assert (root / "x" / "latest").resolve() == (root / "x" / "version_1").resolve()
+    assert resolve_run_dir("fit", root, "x", run_dir=tmp_path / "pinned") == tmp_path / "pinned"
+    ckpt = root / "x" / "version_0" / "checkpoints" / "best.ckpt"
+    assert resolve_run_dir("test", root, "x", ckpt_path=ckpt) == root / "x" / "version_0" / "test_0"
+    assert resolve_run_dir("test", root, "x", ckpt_path=ckpt) == root / "x" / "version_0" / "test_1"
+    assert resolve_run_dir("predict", root, "x", ckpt_path=tmp_path / "elsewhere.ckpt") == root / "x" / "predict_0"
+    monkeypatch.setenv("LOCAL_RANK", "1")  # a DDP process Lightning started: the directory rank 0 chose
+    assert resolve_run_dir("fit", root, "x") == root / "x" / "predict_0"
+
+
+def test_wandb_mode_and_package_messages(monkeypatch):
+    import logging
+
+    from audiognn.cli.runs import quiet_console, wandb_mode
+
+    monkeypatch.delenv("WANDB_MODE", raising=False)
+    assert wandb_mode("offline") == "offline" and wandb_mode("online") == "online"
+    monkeypatch.setenv("WANDB_MODE", "online")  # the environment wins over the config
+    assert wandb_mode("offline") == "online"
+    monkeypatch.setenv("WANDB_MODE", "dryrun")
+    assert wandb_mode("online") == "offline"
+    for key in ("WANDB_SILENT", "WANDB_DISABLE_GIT", "TQDM_MININTERVAL"):
+        monkeypatch.setenv(key, os.environ.get(key, "x"))  # restored after the test
+    quiet_console(stdout_is_tty=False)
+    # what users need, e.g. how many items a modality covers (RecDataModule logs it at INFO), is shown
+    assert logging.getLogger("datamodules.recsys.datamodule").isEnabledFor(logging.INFO)
+    assert logging.getLogger("datamodules").handlers
