@@ -26,10 +26,18 @@ import lightning as L
 from lightning.pytorch.cli import LightningCLI, SaveConfigCallback
 from lightning.pytorch.loggers import WandbLogger
 
-from audiognn.checkpoint import load_checkpoint
+from audiognn.checkpoint import (
+    CheckpointError,
+    check_checkpoint_class,
+    check_checkpoint_fits,
+    load_checkpoint,
+)
+from audiognn.cli.errors import RunError, check_config_files, instantiation_error
 from audiognn.cli.runs import expand_configs, quiet_console, quiet_wandb, resolve_run_dir, wandb_mode
 from callbacks.checkpointing import RunCheckpoint
+from callbacks.data_health import DataHealth
 from callbacks.progress import LineProgress
+from callbacks.signals import SignalCheckpoint
 
 ROOT = Path(__file__).resolve().parent
 DEFAULT_CONFIG = ROOT / "conf" / "default.yaml"
@@ -111,12 +119,36 @@ class AudioGNNCLI(LightningCLI):
 
     def _parse_ckpt_path(self) -> None:
         # LightningCLI reads --ckpt_path's hyper-parameters before the Trainer (and its SafeCheckpointIO)
-        # exists: check the file first so that a damaged or foreign checkpoint gets an error naming it.
+        # exists: check the file first so that a damaged or foreign checkpoint gets an error naming it, and
+        # one of another model class gets one line naming both classes (not jsonargparse's dump).
         sub = self.config.get("subcommand")
         path = sub and self.config[sub].get("ckpt_path")
-        if path and Path(str(path)).is_file():
-            load_checkpoint(path)
-        super()._parse_ckpt_path()
+        self.ckpt = None
+        if not (path and Path(str(path)).is_file()):
+            return super()._parse_ckpt_path()
+        self.ckpt = (str(path), load_checkpoint(path))
+        check_checkpoint_class(self.ckpt[1], path, (self.config[sub].get("model") or {}).get("class_path"))
+        self.parser.exit_on_error = False  # a mismatch raises (and is reported in one line) instead of exiting
+        try:
+            super()._parse_ckpt_path()
+        except Exception as e:  # jsonargparse's ArgumentError: hyper-parameters the configured model does not take
+            raise RunError(f"checkpoint {str(path)!r}: its hyper-parameters do not fit the configured model "
+                           f"{self.config[sub]['model']['class_path']}: {str(e).splitlines()[0]}") from e
+        finally:
+            self.parser.exit_on_error = True
+
+    def instantiate_classes(self) -> None:
+        # a DataModule or model rejecting its input (a missing dataset.json, batch_size 0) is one line, and a
+        # --ckpt_path whose sizes or weights do not fit the model is reported before any work
+        try:
+            super().instantiate_classes()
+        except Exception as e:
+            if (error := instantiation_error(e)) is None:
+                raise
+            raise error from e
+        if getattr(self, "ckpt", None) is not None:
+            check_checkpoint_fits(self.ckpt[1], self.ckpt[0], self.model, LINKED_FROM_DATA,
+                                  f"the data ({type(self.datamodule).__name__})")
 
 
 def with_default_config(argv: list[str]) -> list[str]:
@@ -129,7 +161,18 @@ def with_default_config(argv: list[str]) -> list[str]:
 
 
 def cli_main(args: list[str] | None = None, run: bool = True) -> AudioGNNCLI:
+    """Parse, build and (``run``) run; a mistake in the input (:class:`RunError`, a damaged or mismatched
+    checkpoint) is printed as one line ``error: ...`` and exits with code 2."""
+    try:
+        return _cli_main(args, run)
+    except (RunError, CheckpointError) as e:
+        print(f"error: {e}", file=sys.stderr)
+        raise SystemExit(2) from None
+
+
+def _cli_main(args: list[str] | None, run: bool) -> AudioGNNCLI:
     argv = expand_configs(with_default_config(list(sys.argv[1:] if args is None else args)))
+    check_config_files(argv)
     if not run and argv and argv[0] in SUBCOMMANDS:  # run=False parses without a subcommand
         argv = argv[1:]
     if args is None:  # from the command line: hand LightningCLI the (amended) sys.argv
@@ -141,6 +184,7 @@ def cli_main(args: list[str] | None = None, run: bool = True) -> AudioGNNCLI:
         subclass_mode_data=True,
         save_config_callback=SaveConfigToLogger,
         save_config_kwargs={"overwrite": True},
+        trainer_defaults={"callbacks": [SignalCheckpoint(), DataHealth()]},  # added to every run's callbacks
         args=None if args is None else argv,
         run=run,
     )
