@@ -59,7 +59,7 @@ class LineProgress(ProgressBar):
         self._say(f"epoch {trainer.current_epoch + 1}{epochs} ({time.monotonic() - self.start:.1f} s): {shown}")
 
     def on_validation_epoch_start(self, trainer, pl_module) -> None:
-        if not trainer.training:
+        if trainer.state.fn != "fit":  # `validate` alone; within fit the epoch line includes validation
             self._begin()
 
     def on_test_epoch_start(self, trainer, pl_module) -> None:

@@ -173,3 +173,15 @@ def test_every_recipe_fits_one_tiny_epoch_on_cpu(recipe, tmp_path, synthetic_set
         assert list(tmp_path.rglob("last.ckpt"))
     else:
         assert (run / "checkpoints" / "last.ckpt").exists()
+
+
+@pytest.mark.parametrize("recipe", [r for r in RECIPES if r not in PENDING], ids=rel)
+def test_load_composed_gives_what_train_py_parses(recipe, tmp_path):
+    """One flat mapping per recipe (for tools that rewrite recipes): it parses to the same config."""
+    from audiognn.cli.runs import load_composed
+
+    flat = load_composed(recipe)
+    assert "compose" not in flat and not any(k.endswith("+") for k in flat.get("trainer", {}))
+    (tmp_path / "flat.yaml").write_text(yaml.safe_dump(flat))
+    want = print_config("fit", "--config", str(recipe))
+    assert print_config("fit", "--config", str(tmp_path / "flat.yaml")) == {**want, "compose": None}

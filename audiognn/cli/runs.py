@@ -89,6 +89,33 @@ def overlay_recipes(path: str | Path, recipes: Sequence[Path]) -> list[Path]:
     return [r for r in recipes if any(fnmatch.fnmatch(rel[r], p) for p in pats)]
 
 
+def _merge(base: dict, over: dict) -> dict:
+    """``over`` on ``base`` as jsonargparse composes configs: mappings merge (a new ``class_path`` starts its
+    ``init_args`` afresh), lists and values replace, ``key+`` appends to the list at ``key``."""
+    out = dict(base)
+    if "class_path" in over and over.get("class_path") != base.get("class_path"):
+        out.pop("init_args", None)
+    for key, value in over.items():
+        if key.endswith("+"):
+            key = key[:-1]
+            out[key] = list(out.get(key) or []) + (value if isinstance(value, list) else [value])
+        elif isinstance(value, dict) and isinstance(out.get(key), dict):
+            out[key] = _merge(out[key], value)
+        else:
+            out[key] = value
+    return out
+
+
+def load_composed(path: str | Path) -> dict:
+    """A recipe as one plain mapping: its ``compose:`` fragments merged under it (``compose`` removed), for
+    tools that read or rewrite a recipe (the fold runner, benchmarks)."""
+    merged: dict = {}
+    for part in [*fragments_of(path), repo_path(path)]:
+        merged = _merge(merged, _read(part))
+    merged.pop("compose", None)
+    return merged
+
+
 def expand_configs(argv: list[str]) -> list[str]:
     """Insert every config's ``compose:`` fragments before it; stop when the first config is an overlay."""
     configs = _config_indices(argv)
