@@ -51,6 +51,8 @@ class UrbanSound8KReader(BaseReader):
 
     name = "urbansound8k"
     EXPECTED = EXPECTED
+    #: Frames per clip that fit the dataset: its clips are at most 4 s = 400 frames of 10 ms.
+    target_frames = 400
     arguments = (
         arg("root", help="UrbanSound8K root holding metadata/UrbanSound8K.csv and audio/fold<N>/"),
         arg("--folds", type=int, nargs="+", default=None, help="keep only these folds (default: all)"),
