@@ -100,12 +100,12 @@ class TopKMetrics(Metric):
             keep = n_t > 0
             if not bool(keep.any()):
                 return
-            scores, n_t = scores[keep], n_t[keep].double()
-            rows = torch.cumsum(keep.long(), 0) - 1  # old row -> kept row
             n_items = scores.shape[1]
-            keys = torch.sort(rows[targets[0]] * n_items + targets[1]).values  # [n]
-            top = topk_fast(scores, kmax)  # [B, Kmax]
-            q = torch.arange(len(top), device=top.device)[:, None] * n_items + top
+            keys = torch.sort(targets[0] * n_items + targets[1]).values  # [n]
+            rows = keep.nonzero().squeeze(1)  # the rows with targets, never a copy of the [B, I] scores
+            top = topk_fast(scores, kmax) if bool(keep.all()) else topk_fast(scores[rows], kmax)  # [B', Kmax]
+            n_t = n_t[rows].double()
+            q = rows[:, None] * n_items + top
             at = torch.searchsorted(keys, q).clamp(max=len(keys) - 1)
             hit = (keys[at] == q).double()
         disc = 1.0 / torch.log2(torch.arange(2, kmax + 2, device=hit.device, dtype=torch.float64))  # [Kmax]

@@ -29,6 +29,22 @@ Where the paper is vague, and what we chose:
 - Emotion-aware embeddings (§3.3, no equation): an item's emotion vector is projected to d and added through a
   sigmoid gate g = σ(W_g [e_i ⊕ h_i]); a user's emotion profile is the mean over their training songs and, for
   community emotion, their friends' profiles, gated into e_u the same way.
+
+Departures from §4.3 and choices measured on Last.fm 2K (equal epochs; the figures are in the README's
+recommendation section, ``bench/recsys_lastfm.py --screen``):
+
+- Per-modality BPR terms (``modality_bpr_weight``, default 1): §4.3 lists only BPR on the final score, L_ML and
+  L2; Fig. 1 draws L_lyrics, L_audio, L_visual. Kept because without them training is much slower (the
+  screen's "no per-modality BPR" rows).
+- Initialisation (``init``): "pytorch" (default) keeps PyTorch's Linear initialisation of W_u, the projections
+  and the gates (the bias of W_u dominates at the start and the text projection is ~8x the ID scale);
+  "balanced" starts W_u as the mean of its parts with zero biases and every projection at ``init_std``. The
+  balanced start was measured *below* the PyTorch one at equal epochs, so it is an option, not the default.
+- Layer weights (``layer_weights``): eq. 2's 1/(l+1) ("paper", default) or the same divided by their sum
+  ("normalised").
+- L2 (``reg_dense``): λ2 covers the batch's ego embeddings (LightGCN's convention); ``reg_dense=True`` adds
+  0.5 λ2 ‖θ‖² of every other parameter (W_u, projections, missing vectors, gates, α) at each batch — at
+  λ2 = 1e-5 it changed little and is off by default.
 """
 
 from __future__ import annotations
@@ -133,6 +149,12 @@ class MMGNN(RecModel):
         user_activation (str, optional): σ of eq. 4: "tanh", "sigmoid", "identity" or "leaky_relu".
             (default: ``"tanh"``)
         init_std (float, optional): standard deviation of the normal initialisation. (default: ``0.1``)
+        init (str, optional): "pytorch" or "balanced" initialisation of W_u, projections and gates (see the
+            module docstring). (default: ``"pytorch"``)
+        layer_weights (str, optional): "paper" (1/(l+1), eqs. 2-3) or "normalised" (summing to 1).
+            (default: ``"paper"``)
+        reg_dense (bool, optional): λ2 also on W_u, projections, missing vectors, gates and α.
+            (default: ``False``)
 
     Shapes:
         - **output:** user ``[U, d]``, item ``[I, d]``; ``extra["users"][m]`` ``[U, d]`` and
@@ -143,8 +165,8 @@ class MMGNN(RecModel):
                  modalities: list[str] | None = None, use_id_modality: bool = True, use_social: bool = True,
                  use_emotion: bool = True, mutual_learning: bool = True, mutual_weight: float = 0.5,
                  temperature: float = 1.0, ml_candidates: int = 256, modality_bpr_weight: float = 1.0,
-                 user_activation: str = "tanh", init_std: float = 0.1, init: str = "balanced",
-                 layer_weights: str = "paper", reg_dense: bool = True):
+                 user_activation: str = "tanh", init_std: float = 0.1, init: str = "pytorch",
+                 layer_weights: str = "paper", reg_dense: bool = False):
         wanted = list(graph.modalities) if modalities is None else [m for m in modalities if m != "id"]
         unknown = set(wanted) - set(graph.modalities)
         if unknown:
@@ -228,6 +250,7 @@ class MMGNN(RecModel):
         if self.use_emotion:
             emo, has = graph.emotion
             self.register_buffer("item_emotion", emo.float() * has[:, None].float(), persistent=False)  # [I, De]
+            self.register_buffer("emotion_items", has.nonzero().squeeze(1), persistent=False)  # [I_e]
             u, i = graph.train_edge_index
             self.register_buffer("user_items", row_mean_adjacency(u, i, self.num_users, self.num_items),
                                  persistent=False)  # [U, I]
@@ -268,7 +291,8 @@ class MMGNN(RecModel):
         item = sum(a * items[m] for a, m in zip(self.alpha, self.names, strict=True))  # eq. 5, [I, d]
         if self.use_emotion:
             h_i = self.emo_proj(self.item_emotion)  # [I, d], zero rows for items without emotion
-            item = torch.where(self.graph.emotion_present[:, None], self.item_gate(item, h_i), item)
+            has = self.emotion_items  # the gate acts on the items with emotion only (the others keep e_i)
+            item = item.index_copy(0, has, self.item_gate(item[has], h_i[has]))
             h_u = torch.sparse.mm(self.user_items, h_i)  # mean emotion of the user's training songs
             if self.use_social:
                 h_u = 0.5 * (h_u + torch.sparse.mm(self.friends, h_u))  # community emotion
