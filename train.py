@@ -104,8 +104,9 @@ class AudioGNNCLI(LightningCLI):
                 quiet_wandb()
         self.line_progress = (not sys.stdout.isatty() and cfg.trainer.get("enable_progress_bar") is not False
                               and not any("Progress" in (c.get("class_path") or "") for c in cfg.trainer.callbacks or []))
-        print(f"run directory: {run_dir}" + (f" (wandb {mode})" if any(
-            getattr(lg, "class_path", "").endswith("WandbLogger") for lg in loggers) else ""), file=sys.stderr)
+        wandb = any(getattr(lg, "class_path", "").endswith("WandbLogger") for lg in loggers)
+        hint = f"; upload later: wandb sync {run_dir}/wandb/offline-run-*" if mode == "offline" else ""
+        print(f"run directory: {run_dir}" + (f" (wandb {mode}{hint})" if wandb else ""), file=sys.stderr)
 
     def instantiate_trainer(self, **kwargs):
         if getattr(self, "line_progress", False):  # output to a file: one line per epoch, no carriage returns
