@@ -23,9 +23,6 @@ decisions of Dhongade and Rovira, *Graph Neural Networks for Music Genre Classif
 
 from __future__ import annotations
 
-import functools
-import importlib
-import inspect
 from collections.abc import Callable
 from typing import TypedDict
 
@@ -41,10 +38,10 @@ from torchmetrics.classification import (
     MultilabelAveragePrecision,
 )
 
-from audiognn.models.base import AudioBackbone
+from audiognn.checkpoint import build_from_spec, callable_spec
 from audiognn.tasks.optim import PaperAdamW, WarmupCosine, configure_schedule
 
-__all__ = ["AudioClassifier", "EvalOutput", "PaperAdamW", "backbone_spec", "build_backbone"]
+__all__ = ["AudioClassifier", "EvalOutput", "PaperAdamW"]
 
 STAGES = ("val", "test")
 
@@ -56,37 +53,12 @@ class EvalOutput(TypedDict):
     target: torch.Tensor  # [B] class indices (multi-class) or [B, C] 0/1 (multi-label)
 
 
-def backbone_spec(backbone: Callable | dict | None) -> dict | None:
-    """``{"class_path", "init_args"}`` of a backbone callable (a class, or a ``functools.partial`` of one as
-    LightningCLI gives) when its arguments are plain values; None otherwise. Stored in the hyper-parameters,
-    it lets ``AudioClassifier.load_from_checkpoint(path)`` rebuild the backbone with no config."""
-    if isinstance(backbone, dict):
-        return backbone
-    target, kwargs = backbone, {}
-    while isinstance(target, functools.partial):
-        kwargs = {**target.keywords, **kwargs}
-        target = next((a for a in target.args if inspect.isclass(a)), target.func)
-    plain = (bool, int, float, str, type(None), list, tuple, dict)
-    if not inspect.isclass(target) or not all(isinstance(v, plain) for v in kwargs.values()):
-        return None
-    return {"class_path": f"{target.__module__}.{target.__qualname__}", "init_args": kwargs}
-
-
-def build_backbone(backbone: Callable | dict, num_classes: int) -> nn.Module:
-    """The backbone for ``num_classes`` classes from a callable or a :func:`backbone_spec` dict."""
-    if isinstance(backbone, dict):
-        module, _, name = backbone["class_path"].rpartition(".")
-        cls = getattr(importlib.import_module(module), name)
-        return cls(num_classes, **(backbone.get("init_args") or {}))
-    return backbone(num_classes)
-
-
 class AudioClassifier(L.LightningModule):
     """Clip classification / tagging with any audio backbone (task description in the module docstring).
 
     Args:
         backbone: callable of the class count returning the model (an :class:`AudioBackbone` or any module
-            mapping ``[B, T, F]`` to ``[B, C]``), or a :func:`backbone_spec` dict (from a checkpoint).
+            mapping ``[B, T, F]`` to ``[B, C]``), or a ``{class_path, init_args}`` dict (:func:`audiognn.checkpoint.callable_spec`, from a checkpoint).
         num_classes: number of classes (linked from the data).
         multilabel: multi-label tagging (linked from the data). (default: ``False``)
         data_info: the data's description, e.g. ``{"classes": [...]}`` (linked from the data).
@@ -112,8 +84,8 @@ class AudioClassifier(L.LightningModule):
     ):
         super().__init__()
         self.save_hyperparameters(ignore=["backbone", "optimizer", "scheduler"])
-        self.hparams["backbone"] = backbone_spec(backbone)  # load_from_checkpoint rebuilds it from this
-        self.backbone = build_backbone(backbone, num_classes)
+        self.hparams["backbone"] = callable_spec(backbone)  # load_from_checkpoint rebuilds it from this
+        self.backbone = build_from_spec(backbone, num_classes)
         self.optimizer_fn, self.scheduler_fn = optimizer, scheduler
         self.num_classes, self.multilabel = num_classes, multilabel
         self.class_names = list((data_info or {}).get("classes") or [str(i) for i in range(num_classes)])
