@@ -1,10 +1,10 @@
 """Benchmark on equal terms: MostPop, BPR-MF, VBPR, NGCF, LightGCN and MM-GNN (Ziaoddini, *Socially Aware Music
 Recommendation: a Multi-Modal GNN*) on Last.fm 2K, several seeds, mean ± std.
 
-    python bench/recsys_lastfm.py --epochs 20 --seeds 0 1 2                     # the six models
-    python bench/recsys_lastfm.py --epochs 20 --seeds 0 1 2 --ablations         # + MM-GNN's ablations (Table 3)
-    python bench/recsys_lastfm.py --epochs 20 --seeds 0 1 2 --split-seed 7      # another 8:1:1 split
-    python bench/recsys_lastfm.py --epochs 20 --seeds 0 1 2 --cold 0.1 --models VBPR LightGCN MM-GNN
+    python bench/recsys_lastfm.py --epochs 15 --seeds 0 1 2                     # the six models
+    python bench/recsys_lastfm.py --epochs 15 --seeds 0 1 2 --ablations         # + MM-GNN's ablations (Table 3)
+    python bench/recsys_lastfm.py --epochs 15 --seeds 0 1 2 --split-seed 7      # another 8:1:1 split
+    python bench/recsys_lastfm.py --epochs 15 --seeds 0 1 2 --cold 0.1 --models VBPR LightGCN MM-GNN
     python bench/recsys_lastfm.py --screen --epochs 15 --seeds 0                # MM-GNN design choices
     python bench/recsys_lastfm.py --report                                      # tables of everything run so far
     python bench/recsys_lastfm.py --eval-speed                                  # evaluator: new vs former
@@ -130,8 +130,9 @@ def run(args, names):
                   f"(best epoch {r['best_epoch']}, {r['s_per_epoch']:.1f} s/epoch)", flush=True)
 
 
-def report(out_dir):
-    """Tables (mean ± std over seeds) of every JSON in ``out_dir``, one per (split seed, cold fraction)."""
+def report(out_dir, markdown=False):
+    """Tables (mean ± std over seeds) of every JSON in ``out_dir``, one per (split seed, cold fraction); with
+    ``markdown`` as Markdown tables."""
     rows = {}
     for p in sorted(glob.glob(os.path.join(out_dir, "*.json"))):
         r = json.load(open(p))
@@ -140,11 +141,15 @@ def report(out_dir):
         for stage in (("test", "test_cold") if cold else ("test",)):
             print(f"\n{stage} split (split seed {split}{f', cold items {cold}' if cold else ''}; {epochs} epochs, "
                   f"best validation R@20 checkpoint; mean ± std over seeds)")
-            print(f"{'model':<44}" + "".join(f"{m:>17}" for m in METRICS) + f"{'seeds':>6}{'s/epoch':>9}")
+            sep = " | " if markdown else ""
+            head = ["model", *METRICS, "seeds", "s/epoch"]
+            print(("| " + sep.join(head) + " |\n|" + "---|" * len(head)) if markdown else
+                  f"{'model':<44}" + "".join(f"{m:>17}" for m in METRICS) + f"{'seeds':>6}{'s/epoch':>9}")
             for name, runs in by_name.items():
-                cells = "".join(f"{np.mean(v):>10.4f} ±{np.std(v):.4f}"
-                                for v in ([x[stage][m] for x in runs] for m in METRICS))
-                print(f"{name:<44}{cells}{len(runs):>6}{np.mean([x['s_per_epoch'] for x in runs]):>9.1f}")
+                cells = [f"{np.mean(v):.4f} ± {np.std(v):.4f}" for v in ([x[stage][m] for x in runs] for m in METRICS)]
+                tail = [str(len(runs)), f"{np.mean([x['s_per_epoch'] for x in runs]):.1f}"]
+                print(f"| {sep.join([name, *cells, *tail])} |" if markdown else
+                      f"{name:<44}" + "".join(f"{c:>17}" for c in cells) + f"{tail[0]:>6}{tail[1]:>9}")
 
 
 def former_evaluator(user_emb, item_emb, users, targets, masks, ks=(5, 10, 20, 50), batch_size=1024):
@@ -195,7 +200,7 @@ def main(argv=None):
     p.add_argument("--models", nargs="+", default=list(MODELS), choices=list(MODELS))
     p.add_argument("--ablations", action="store_true", help="MM-GNN's ablations (the paper's Table 3)")
     p.add_argument("--screen", action="store_true", help="MM-GNN's design choices (SCREEN) beside MM-GNN")
-    p.add_argument("--epochs", type=int, default=20, help="epochs of every trained model")
+    p.add_argument("--epochs", type=int, default=15, help="epochs of every trained model")
     p.add_argument("--seeds", type=int, nargs="+", default=[0, 1, 2], help="model seeds (init and negatives)")
     p.add_argument("--split-seed", type=int, default=2020, help="seed of the 8:1:1 split")
     p.add_argument("--cold", type=float, default=0.0, help="fraction of artists held out as cold items")
@@ -208,11 +213,12 @@ def main(argv=None):
     p.add_argument("--only", nargs="+", choices=[*MODELS, *ABLATIONS, *SCREEN], help="run just these")
     p.add_argument("--shard", default="0/1", help="i/n: run every n-th job from the i-th (parallel processes)")
     p.add_argument("--report", action="store_true", help="print the tables of the results in --out and exit")
+    p.add_argument("--markdown", action="store_true", help="--report as Markdown tables")
     p.add_argument("--eval-speed", action="store_true", help="time the evaluator against the former one")
     args = p.parse_args(argv)
     torch.set_num_threads(args.threads)
     if args.report:
-        return report(args.out)
+        return report(args.out, args.markdown)
     warnings.filterwarnings("ignore")
     logging.getLogger("lightning.pytorch").setLevel(logging.ERROR)
     if args.eval_speed:
