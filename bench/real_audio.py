@@ -176,7 +176,8 @@ def main(argv: list[str] | None = None) -> int:
     todo = [(m, f) for m in args.models for f in test_folds if (m, f, args.epochs, args.seed) not in have]
     for m, f in [(m, f) for m in args.models for f in test_folds if (m, f) not in todo]:
         print(f"{m} fold {f}: done before, acc {have[(m, f, args.epochs, args.seed)]['acc']:.3f}", flush=True)
-    jobs = [(m, root, f, folds, args) for m, f in todo]
+    cost = {"lhgnn": 0, "rnn": 1, "cnn": 2, "gnn": 3}  # the slowest first, so that --jobs overlap well
+    jobs = [(m, root, f, folds, args) for m, f in sorted(todo, key=lambda t: (cost[t[0]], t[1]))]
     with ProcessPoolExecutor(args.jobs, mp_context=mp.get_context("spawn")) if args.jobs > 1 else nullcontext() as pool:
         it = as_completed([pool.submit(_run_job, j) for j in jobs]) if pool else map(_run_job, jobs)
         for r in it:
