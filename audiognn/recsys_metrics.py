@@ -7,7 +7,11 @@ NDCG@K = DCG/IDCG with the ideal DCG over min(K, |targets|) (never over the pred
 
 Why not PyG's LinkPred metrics directly: they take a top-k index matrix and search the targets with
 one ``searchsorted`` per metric object; computing all of P/R/NDCG at four K from one top-50 selection
-and a dense ``[B, I]`` target mask is simpler and as fast. The test suite checks that the two agree
+is simpler and as fast. Speed (Last.fm 2K, all 1,884 test users × 17,632 items): the evaluation batches carry
+masks and targets as (row, item) pairs — masked in place (`mask_pairs_`), hits looked up in the sorted target
+pairs, one ``torch.topk`` per row (`topk_fast`) — so besides the score matrix product only the top-k passes
+over ``[B, I]``; ~5x less time than dense ``[B, I]`` masks and targets with `topk_ranked` on every row
+(``bench/recsys_lastfm.py --eval-speed``), with identical values. The test suite checks that the two agree
 (`tests/test_recsys_metrics.py`). States are sums with ``dist_reduce_fx="sum"`` and every user lives on
 exactly one rank (``datamodules.recsys.UserBatches``), so the DDP reduction is exact.
 
