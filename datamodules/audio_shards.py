@@ -27,6 +27,7 @@ from audiognn.data.shards import (  # noqa: F401  (re-exported: former home of t
     iter_tar,
     load_dataset_info,
     load_npy,
+    pooled_norm,
     split_shard_meta,
     split_shards,
 )
@@ -108,8 +109,9 @@ class AudioShardDataModule(L.LightningDataModule):
         mixup_alpha / mixup_prob: :class:`~datamodules.transforms.Mixup`, λ ~ Beta(α, α) per example, applied
             with probability p. LHGNN (Singh et al., §III-A): α = 0.5, p = 1; official LHGNN / AST: α = 10,
             p = 0.5; p = 0 disables mixup.
-        freq_mask / time_mask: :class:`~datamodules.transforms.SpecAugment` widths (LHGNN §III-A: 48 bins,
-            192 frames); 0 disables.
+        freq_mask / time_mask: :class:`~datamodules.transforms.SpecAugment` widths, in bins / frames (int) or
+            as a fraction of the clip's (float < 1: one setting for every clip length); LHGNN §III-A: 48 bins,
+            192 frames of 1024; 0 disables.
         seed: seed of the per-epoch plan, crops and shuffling.
         skip_corrupt_shards: warn about and skip a corrupt shard instead of stopping (counted in
             ``corrupt_shards``, logged as ``data/corrupt_shards`` by the ``DataHealth`` callback). A shard is corrupt
@@ -139,8 +141,8 @@ class AudioShardDataModule(L.LightningDataModule):
         shuffle_buffer: int = 1000,
         mixup_alpha: float = 0.5,
         mixup_prob: float = 1.0,
-        freq_mask: int = 48,
-        time_mask: int = 192,
+        freq_mask: int | float = 48,
+        time_mask: int | float = 192,
         seed: int = 0,
         skip_corrupt_shards: bool = False,
         synthetic: SyntheticConfig | None = None,
@@ -169,9 +171,14 @@ class AudioShardDataModule(L.LightningDataModule):
 
     @property
     def data_info(self) -> dict:
-        """What a model must remember about its data: classes, features, normalisation."""
+        """What a model must remember about its data: classes, features, normalisation (that of the
+        training splits: ``{"mean", "std", "over"}``; None before a synthetic set is written)."""
+        norm = None
+        if self.info.get("norm") is not None:
+            mean, std, over = pooled_norm(self.info, self.hparams.train_splits)
+            norm = {"mean": mean, "std": std, "over": over}
         return {"classes": self.class_names, "multilabel": self.multilabel, "features": self.info["features"],
-                "norm": self.info.get("norm"), "name": self.info.get("name", "")}
+                "norm": norm, "name": self.info.get("name", "")}
 
     @property
     def corrupt_shards(self) -> int:
@@ -185,10 +192,11 @@ class AudioShardDataModule(L.LightningDataModule):
             ensure_synthetic(self.root, self.synthetic)
 
     def setup(self, stage: str | None = None) -> None:
-        """Read ``dataset.json`` (written by now) and its normalisation statistics."""
+        """Read ``dataset.json`` (written by now) and the normalisation statistics of ``train_splits``, pooled
+        from its per-split statistics (:func:`~audiognn.data.shards.pooled_norm`; a set written before those
+        existed gives its single statistics): ``mean``, ``std`` and the splits they cover, ``norm_over``."""
         self.info = load_dataset_info(self.root)
-        norm = self.info["norm"]
-        self.mean, self.std = float(norm["mean"]), float(norm["std"])
+        self.mean, self.std, self.norm_over = pooled_norm(self.info, self.hparams.train_splits)
         unverified = sorted(s for s, m in self.info["splits"].items() if not m.get("sha256"))
         if unverified and not getattr(self, "_warned_unverified", False):
             self._warned_unverified = True

@@ -3,7 +3,7 @@
     python -m datamodules.prepare READER [reader options] --out DIR [--workers N] [--shard-size N]
     audiognn-prepare READER ...            (the same, as a console script)
 
-Readers (``datamodules.readers.READERS``): ``folder`` (GTZAN layout), ``esc50``, ``fsd50k``, ``audioset``,
+Readers (``datamodules.readers.READERS``): ``folder`` (GTZAN layout), ``esc50``, ``urbansound8k``, ``fsd50k``, ``audioset``,
 ``csv`` and ``synthetic``. Every clip becomes one sample in a shard named ``<split>-NNNNNN.tar``:
 ``__key__``, ``mel.npy`` (float16 ``[T, F]``) and ``json`` (label indices, split, fold, source path, valid
 frames, reader metadata); ``dataset.json`` beside the shards holds the classes, multi-label flag, per-split
@@ -38,7 +38,9 @@ OUTPUT_ARGS = (
     arg("--workers", type=int, default=None, help="feature processes (default: min(4, cores))"),
     arg("--shard-size", type=int, default=256,
         help="clips per shard (make many more shards than GPUs x workers)"),
-    arg("--target-frames", type=int, default=1024, help="frames per clip (LHGNN §III-A: 1024)"),
+    arg("--target-frames", type=int, default=1024,
+        help="frames per clip (default: the reader's clip length where it declares one, e.g. urbansound8k 400 "
+             "= 4 s; else LHGNN §III-A's 1024)"),
     arg("--num-mel-bins", type=int, default=128, help="mel bins (LHGNN §III-A: 128)"),
     arg("--sample-rate", type=int, default=16000, help="resample to this rate (LHGNN §III-A: 16 kHz)"),
     arg("--strict", action="store_true", help="exit non-zero when any clip failed"),
@@ -61,6 +63,8 @@ def build_parser() -> argparse.ArgumentParser:
         group = p.add_argument_group("output")
         for a in OUTPUT_ARGS:
             group.add_argument(*a.flags, **a.kwargs)
+        if getattr(reader, "target_frames", None):  # a dataset of known clip length: pad it to that, not 10 s
+            p.set_defaults(target_frames=reader.target_frames)
     return parser
 
 
@@ -88,6 +92,8 @@ def main(argv: list[str] | None = None) -> int:
         print(f"error: {exc}", file=sys.stderr)
         return 2
     print(summary)
+    if warning := summary.padding_warning():
+        print(warning, file=sys.stderr)
     if summary.total == 0:
         print("error: no clip was written", file=sys.stderr)
         return 1

@@ -3,8 +3,9 @@
 :func:`prepare` is the engine behind ``python -m datamodules.prepare``: it decodes every clip (or renders
 a synthetic one), computes its log-mel, writes the shards of each split in key order, and writes
 ``dataset.json`` (with the normalisation statistics: mean/std of the log-mel over the valid frames of the
-training split; when there is no split named ``train`` — ESC-50's folds — over every clip) and
-``failures.jsonl``. Output is idempotent: everything is assembled in a temporary directory and swapped in
+training split -- when there is no split named ``train``, ESC-50's or UrbanSound8K's folds, over every clip --
+and the same statistics of every split on its own, ``norm.splits``, from which a DataModule pools those of
+its training splits: :func:`audiognn.data.shards.pooled_norm`) and ``failures.jsonl``. Output is idempotent: everything is assembled in a temporary directory and swapped in
 at the end, with a fixed tar mtime, so the same input gives byte-identical shards.
 
 Faults: the swap replaces only the previous set's own files (the shards its ``dataset.json`` lists or named
@@ -44,6 +45,22 @@ class Summary:
     out: Path
     written: dict[str, int] = field(default_factory=dict)
     failures: list[dict] = field(default_factory=list)
+    #: valid (unpadded) frames of every written clip, and the frames each was padded or cropped to
+    valid_frames: list[int] = field(default_factory=list)
+    target_frames: int = 0
+
+    def padding_warning(self, ratio: float = 3.0, share: float = 0.5) -> str | None:
+        """A warning when more than ``share`` of the clips are padded to ``ratio`` times their length or more
+        (``--target-frames`` far longer than the clips: mostly padding, e.g. 1024 frames for 0.4 s words)."""
+        v = np.asarray(self.valid_frames)
+        if not v.size or not self.target_frames:
+            return None
+        padded = int((v * ratio <= self.target_frames).sum())
+        if padded <= share * v.size:
+            return None
+        return (f"warning: {padded} of {v.size} clips ({100 * padded / v.size:.0f} %) are padded to {ratio:g}x "
+                f"their length or more (--target-frames {self.target_frames}, median clip {int(np.median(v))} "
+                f"frames): consider --target-frames {int(np.percentile(v, 95))} (95th percentile of the clips)")
 
     @property
     def total(self) -> int:
@@ -126,8 +143,9 @@ def _group_clips(result) -> tuple[dict[str, list[dict]], list[dict]]:
 
 
 def _write_split(split: str, clips: list[dict], featurized, out: Path, shard_size: int, failures: list[dict],
-                 stats: np.ndarray | None) -> dict | None:
-    """Write one split's featurised clips (in key order) into shards; add to ``stats`` when given."""
+                 stats: np.ndarray, valid: list[int]) -> dict | None:
+    """Write one split's featurised clips (in key order) into shards; add their (sum, sum of squares, count of
+    values, valid frames) to ``stats`` and their valid frames to ``valid``."""
     meta_of = {c["key"]: c for c in clips}
     writer = ShardWriter(out, split, shard_size, max_key_len=max(len(k) for k in meta_of))
     for r in featurized:
@@ -137,8 +155,8 @@ def _write_split(split: str, clips: list[dict], featurized, out: Path, shard_siz
         c = meta_of[r["key"]]
         writer.write(r["key"], r["mel"], {"labels": r["label_idx"], "split": split, "fold": c["fold"],
                                           "path": c["path"], "valid_frames": r["valid"], "meta": c["meta"]})
-        if stats is not None:
-            stats += (r["sum"], r["sumsq"], r["count"])
+        stats += (r["sum"], r["sumsq"], r["count"], r["valid"])
+        valid.append(r["valid"])
     return writer.close()
 
 
@@ -148,6 +166,12 @@ def _norm(stats: np.ndarray) -> tuple[float, float]:
         return 0.0, 1.0
     mean = stats[0] / stats[2]
     return float(mean), float(np.sqrt(max(stats[1] / stats[2] - mean**2, 1e-12)))
+
+
+def split_norm(stats: np.ndarray, clips: int) -> dict:
+    """One split's entry of ``norm.splits``: clips, valid frames, values (``count``), mean and variance."""
+    mean, std = _norm(stats)
+    return {"clips": clips, "frames": int(stats[3]), "count": int(stats[2]), "mean": mean, "var": std**2}
 
 
 def _previous_shards(out: Path) -> set[str]:
@@ -205,20 +229,22 @@ def prepare(result, out: str | Path, cfg: FeatureConfig = FeatureConfig(), worke
         raise ValueError(f"--shard-size must be >= 1, got {shard_size}")
     out = check_output_dir(out)
     by_split, failures = _group_clips(result)
-    norm_splits = ["train"] if "train" in by_split else sorted(by_split)
-    stats = np.zeros(3)  # sum, sum of squares, count (float64)
+    stats = {s: np.zeros(4) for s in by_split}  # per split: sum, sum of squares, count of values, frames
+    valid: list[int] = []
     tmp = Path(tempfile.mkdtemp(prefix=".partial-", dir=out))
     try:
-        splits_meta = _featurize_all(result.name, by_split, norm_splits, stats, failures, tmp, cfg, workers,
+        splits_meta = _featurize_all(result.name, by_split, stats, valid, failures, tmp, cfg, workers,
                                      shard_size, progress)
-        mean, std = _norm(stats)
+        norm_splits = [s for s in (["train"] if "train" in by_split else sorted(by_split)) if s in splits_meta]
+        mean, std = _norm(sum((stats[s] for s in norm_splits), np.zeros(4)))
         info = {
             "format": FORMAT_VERSION,
             "name": result.name,
             "classes": list(result.classes),
             "multilabel": bool(result.multilabel),
             "features": cfg.to_dict(),
-            "norm": {"mean": mean, "std": std, "over": [s for s in norm_splits if s in splits_meta]},
+            "norm": {"mean": mean, "std": std, "over": norm_splits,
+                     "splits": {s: split_norm(stats[s], m["clips"]) for s, m in splits_meta.items()}},
             "splits": splits_meta,
             "failures": len(failures),
             "split_note": getattr(result, "split_note", ""),
@@ -229,10 +255,11 @@ def prepare(result, out: str | Path, cfg: FeatureConfig = FeatureConfig(), worke
         _swap_in(tmp, out)
     finally:  # Ctrl-C, a full disk: nothing partial is left, the previous set stays as it was
         shutil.rmtree(tmp, ignore_errors=True)
-    return Summary(out=out, written={s: m["clips"] for s, m in splits_meta.items()}, failures=failures)
+    return Summary(out=out, written={s: m["clips"] for s, m in splits_meta.items()}, failures=failures,
+                   valid_frames=valid, target_frames=cfg.target_frames)
 
 
-def _featurize_all(name: str, by_split: dict[str, list[dict]], norm_splits: list[str], stats: np.ndarray,
+def _featurize_all(name: str, by_split: dict[str, list[dict]], stats: dict[str, np.ndarray], valid: list[int],
                    failures: list[dict], tmp: Path, cfg: FeatureConfig, workers: int | None, shard_size: int,
                    progress: bool) -> dict[str, dict]:
     """Featurise and write every split into ``tmp``; the splits' ``dataset.json`` entries. On any exception
@@ -249,8 +276,7 @@ def _featurize_all(name: str, by_split: dict[str, list[dict]], norm_splits: list
             jobs = [(c, cfg.to_dict()) for c in clips]
             it = pool.imap(_featurize, jobs, chunksize=4) if pool else map(_featurize, jobs)
             featurized = ((bar.update(1), r)[1] for r in it)  # tqdm.update may return True
-            meta = _write_split(split, clips, featurized, tmp, shard_size, failures,
-                                stats if split in norm_splits else None)
+            meta = _write_split(split, clips, featurized, tmp, shard_size, failures, stats[split], valid)
             if meta is not None:
                 splits_meta[split] = meta
         done = True

@@ -104,3 +104,53 @@ def test_results_per_run_summary_and_resume(tmp_path, monkeypatch, capsys):
     assert cv.main(["--config", str(cfg), "--out", str(out)]) == 0
     assert calls == ["fit", "test"]  # only fold 2 runs again
     assert "seed0-fold1: done before" in capsys.readouterr().out
+
+
+def _direct_norm(root, splits):
+    """Mean and std of the log-mel over the valid frames of ``splits``, read back from the shards."""
+    import numpy as np
+
+    from audiognn.data.shards import read_split_clips
+
+    v = np.concatenate([c["mel"][: c["valid"]].ravel() for s in splits for c in read_split_clips(root, s)])
+    return float(v.mean()), float(v.std())
+
+
+def test_fold_runs_are_normalised_by_their_training_folds_only(tmp_path):
+    """Fold 3 is planted 60 dB louder (log-mel about +14): a run that tests on fold 3 must not see it in its
+    statistics; one that trains on it must. Fails if the test fold's statistics are included."""
+    from datamodules.audio_shards import AudioShardDataModule
+    from datamodules.prepare import main as prepare_main
+    from tests.test_urbansound8k import us8k
+
+    root = tmp_path / "shards"
+    assert prepare_main(["urbansound8k", str(us8k(tmp_path, gain={3: 1000.0})), "--out", str(root), "--workers",
+                         "1", "--quiet", "--target-frames", "32", "--num-mel-bins", "16"]) == 0
+    info = json.loads((root / "dataset.json").read_text())
+    assert info["norm"]["over"] == ["fold1", "fold2", "fold3"]  # the set-wide figure still covers every fold
+    base = yaml.safe_load((ROOT / "conf" / "urbansound8k" / "cnn.yaml").read_text())
+    base["data"]["init_args"].update(root=str(root), num_workers=0)
+    quiet_mean, _ = _direct_norm(root, ["fold1", "fold2"])
+    loud_mean, _ = _direct_norm(root, ["fold3"])
+    assert loud_mean - quiet_mean > 10
+    for fold in (1, 2, 3):
+        cfg = cv.run_config(base, 0, fold, [1, 2, 3], tmp_path / f"run{fold}")
+        init = {k: v for k, v in cfg["data"]["init_args"].items()}
+        dm = AudioShardDataModule(**init)
+        dm.setup("fit")
+        train = [f"fold{f}" for f in (1, 2, 3) if f != fold]
+        assert dm.norm_over == train and dm.data_info["norm"]["over"] == train
+        mean, std = _direct_norm(root, train)  # exact pooling of the per-split statistics
+        assert dm.mean == pytest.approx(mean, abs=1e-4) and dm.std == pytest.approx(std, rel=1e-4)
+        if fold == 3:
+            assert abs(dm.mean - quiet_mean) < 1e-4 and dm.mean < info["norm"]["mean"] - 3
+
+
+def test_sets_without_per_split_statistics_keep_their_single_norm(tmp_path):
+    from datamodules.audio_shards import AudioShardDataModule
+
+    write_shards(tmp_path, [2], split="fold1", extra_splits={"fold2": [2]})  # norm mean 1, std 2, no splits
+    dm = AudioShardDataModule(str(tmp_path), num_workers=0, train_splits=["fold1"], val_splits=["fold2"],
+                              test_splits=["fold2"])
+    dm.setup("fit")
+    assert (dm.mean, dm.std) == (1.0, 2.0)

@@ -17,9 +17,10 @@ CLASSES = {0: "air_conditioner", 1: "car_horn", 3: "dog_bark"}  # classID -> cla
 REAL = Path(__file__).resolve().parents[1] / ".." / "shared" / "data" / "urbansound8k-folds123"
 
 
-def us8k(tmp_path: Path, folds=(1, 2, 3), per_class: int = 2, extra_rows: str = "") -> Path:
-    """A fake UrbanSound8K: ``per_class`` short generated clips of every class in every fold (a tone whose pitch
-    depends on the class), named ``<fsID>-<classID>-0-<slice>.wav`` as the original, plus ``extra_rows``."""
+def us8k(tmp_path: Path, folds=(1, 2, 3), per_class: int = 2, extra_rows: str = "", gain=None) -> Path:
+    """A fake UrbanSound8K: ``per_class`` short generated clips of every class in every fold (a 0.3 s tone whose
+    pitch depends on the class, times ``gain[fold]`` when given), named ``<fsID>-<classID>-0-<slice>.wav`` as
+    the original, plus ``extra_rows``."""
     root = tmp_path / "UrbanSound8K"
     rows, rng = [], np.random.default_rng(0)
     for fold in folds:
@@ -30,7 +31,8 @@ def us8k(tmp_path: Path, folds=(1, 2, 3), per_class: int = 2, extra_rows: str = 
                 fname = f"{fs_id}-{cid}-0-{s}.wav"
                 t = np.arange(int(0.3 * 16000)) / 16000
                 wave = 0.3 * np.sin(2 * np.pi * 220 * (cid + 1) * t) + 0.01 * rng.standard_normal(t.size)
-                sf.write(root / "audio" / f"fold{fold}" / fname, wave.astype(np.float32), 16000)
+                wave *= (gain or {}).get(fold, 1.0)
+                sf.write(root / "audio" / f"fold{fold}" / fname, wave.astype(np.float32), 16000, subtype="FLOAT")
                 rows.append(f"{fname},{fs_id},0.0,0.3,1,{fold},{cid},{name}\n")
     (root / "metadata").mkdir(parents=True, exist_ok=True)
     (root / "metadata" / "UrbanSound8K.csv").write_text(HEADER + "".join(rows) + extra_rows)
@@ -93,6 +95,22 @@ def test_prepare_writes_every_fold(tmp_path, capsys):
     assert {s: m["clips"] for s, m in info["splits"].items()} == {"fold1": 6, "fold2": 6, "fold3": 6}
     assert info["failures"] == 0 and info["name"] == "urbansound8k" and info["features"]["target_frames"] == 40
     assert "wrote 18 clips" in capsys.readouterr().out
+
+
+def test_prepare_defaults_to_4_s_and_warns_when_mostly_padding(tmp_path, capsys):
+    from datamodules.prepare import build_parser
+
+    root = us8k(tmp_path, folds=(1,), per_class=1)
+    assert build_parser().parse_args(["urbansound8k", str(root), "--out", "x"]).target_frames == 400
+    assert build_parser().parse_args(["esc50", str(root), "--out", "x"]).target_frames == 1024
+    # 0.3 s clips (about 30 frames) padded to 400 frames: a warning naming a better --target-frames
+    assert prepare_main(["urbansound8k", str(root), "--out", str(tmp_path / "a"), "--workers", "1", "--quiet",
+                         "--num-mel-bins", "16"]) == 0
+    err = capsys.readouterr().err
+    assert "3 of 3 clips (100 %) are padded" in err and "consider --target-frames 2" in err
+    assert prepare_main(["urbansound8k", str(root), "--out", str(tmp_path / "b"), "--workers", "1", "--quiet",
+                         "--num-mel-bins", "16", "--target-frames", "40"]) == 0
+    assert "padded" not in capsys.readouterr().err
 
 
 REAL_COUNTS = {"fold1": 873, "fold2": 888, "fold3": 387}

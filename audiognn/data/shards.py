@@ -11,10 +11,15 @@ name at the first dot of its basename to find the key):
 ``dataset.json`` (:data:`FORMAT_VERSION` 1)::
 
     {"format": 1, "name": str, "classes": [str], "multilabel": bool,
-     "features": {FeatureConfig fields}, "norm": {"mean": float, "std": float, "over": [split]},
+     "features": {FeatureConfig fields},
+     "norm": {"mean": float, "std": float, "over": [split],
+              "splits": {split: {"clips": int, "frames": int, "count": int, "mean": float, "var": float}}},
      "splits": {split: {"shards": [file name], "counts": [clips per shard], "sha256": [hex digest per shard],
                         "clips": int}},
      "failures": int, "split_note": str, "source": {reader arguments}}
+
+``norm``: log-mel statistics over the valid frames of the splits ``over`` and of each split on its own;
+:func:`pooled_norm` pools any splits' exactly (a fold normalised by its training folds only).
 
 :func:`load_dataset_info` reads and validates it (one-line errors naming the file and the key). Writers
 use :func:`npy_bytes` and :class:`ShardWriter`; readers use :func:`iter_shard_samples` (built on the
@@ -177,6 +182,27 @@ def split_shard_meta(info: dict, root: str | Path,
         counts += list(meta["counts"])
         digests += list(meta.get("sha256") or [None] * len(meta["shards"]))
     return urls, counts, digests
+
+
+def pooled_norm(info: dict, splits: Iterable[str]) -> tuple[float, float, list[str]]:
+    r"""(mean, std, splits used) of the log-mel pooled over ``splits`` from ``norm.splits`` of ``dataset.json``.
+
+    Exact for a union of splits: with :math:`n_s` values of mean :math:`\mu_s` and variance :math:`\sigma_s^2`
+    per split, :math:`\mu = \sum_s n_s \mu_s / N` and
+    :math:`\sigma^2 = \sum_s n_s (\sigma_s^2 + \mu_s^2) / N - \mu^2`, :math:`N = \sum_s n_s`. When a split
+    has no entry (a set written before per-split statistics, or no ``splits`` given), the set's single
+    ``norm.mean`` / ``norm.std`` and its ``norm.over`` are returned.
+    """
+    norm, splits = info["norm"], list(splits)
+    per = norm.get("splits") or {}
+    if not splits or any(s not in per for s in splits):
+        return float(norm["mean"]), float(norm["std"]), list(norm.get("over") or [])
+    n = sum(per[s]["count"] for s in splits)
+    if n <= 0:
+        return 0.0, 1.0, splits
+    mean = sum(per[s]["count"] * per[s]["mean"] for s in splits) / n
+    second = sum(per[s]["count"] * (per[s]["var"] + per[s]["mean"] ** 2) for s in splits) / n
+    return float(mean), float(np.sqrt(max(second - mean**2, 1e-12))), splits
 
 
 # --- writing ---------------------------------------------------------------------------------------------

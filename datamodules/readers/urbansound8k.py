@@ -43,6 +43,14 @@ def _row_fields(ln: int, row: dict, meta: Path, failures: Failures) -> tuple[str
     return fname, key, fold, class_id, name
 
 
+def _layout(root: Path) -> tuple[Path, list[tuple[int, dict]], Path]:
+    """(metadata file, its rows, audio folder) of an UrbanSound8K root; :class:`ReaderError` when missing."""
+    base.require_dir(root, "UrbanSound8K root (metadata/UrbanSound8K.csv, audio/)")
+    meta = root / "metadata" / "UrbanSound8K.csv"
+    rows = base.read_csv_rows(meta, _COLUMNS, EXPECTED)
+    return meta, rows, base.require_dir(root / "audio", "UrbanSound8K audio folder (audio/fold<N>/)")
+
+
 class UrbanSound8KReader(BaseReader):
     """UrbanSound8K (metadata/UrbanSound8K.csv, audio/fold<N>/); split = fold<N> as in the metadata.
 
@@ -61,13 +69,8 @@ class UrbanSound8KReader(BaseReader):
     @staticmethod
     def read(args: argparse.Namespace) -> ReadResult:
         """Parse the metadata, build the classID -> class vocabulary, then list each fold's clips."""
-        root = base.require_dir(Path(args.root), "UrbanSound8K root (metadata/UrbanSound8K.csv, audio/)")
-        meta = root / "metadata" / "UrbanSound8K.csv"
-        rows = base.read_csv_rows(meta, _COLUMNS, EXPECTED)
-        audio = base.require_dir(root / "audio", "UrbanSound8K audio folder (audio/fold<N>/)")
-        keep = set(args.folds) if args.folds else None
-        failures = Failures()
-        parsed = []
+        meta, rows, audio = _layout(Path(args.root))
+        keep, failures, parsed = (set(args.folds) if args.folds else None), Failures(), []
         for ln, row in rows:
             fields = _row_fields(ln, row, meta, failures)
             if fields is not None and (keep is None or fields[2] in keep):
