@@ -5,7 +5,7 @@ from __future__ import annotations
 from pathlib import Path
 
 import numpy as np
-from lightning.pytorch.loggers import WandbLogger
+from lightning.pytorch.loggers import CSVLogger, TensorBoardLogger, WandbLogger
 
 
 def pyplot():
@@ -18,9 +18,20 @@ def pyplot():
     return plt
 
 
+def run_dir(trainer) -> Path:
+    """``trainer.log_dir`` without its broadcast from rank 0 (a collective call: when only rank 0 asks, as
+    plots do, the run hangs): the first logger's directory, else ``default_root_dir``."""
+    if trainer.loggers:
+        lg = trainer.loggers[0]
+        path = lg.log_dir if isinstance(lg, (TensorBoardLogger, CSVLogger)) else lg.save_dir
+        if path:
+            return Path(path)
+    return Path(trainer.default_root_dir)
+
+
 def plot_dir(trainer, dirpath: str | None = None) -> Path:
     """``dirpath`` when given, else ``<the run directory>/plots``."""
-    return Path(dirpath) if dirpath else Path(trainer.log_dir or trainer.default_root_dir) / "plots"
+    return Path(dirpath) if dirpath else run_dir(trainer) / "plots"
 
 
 def publish(fig, trainer, key: str, path: str | Path | None) -> None:

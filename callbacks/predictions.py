@@ -7,6 +7,8 @@ from pathlib import Path
 
 from lightning.pytorch.callbacks import BasePredictionWriter
 
+from callbacks.plotting import run_dir
+
 
 class PredictionPrinter(BasePredictionWriter):
     """Prints ``file: class (score), ...`` per clip and writes one JSON object per clip,
@@ -28,7 +30,7 @@ class PredictionPrinter(BasePredictionWriter):
     def on_predict_start(self, trainer, pl_module) -> None:
         self.count, self.path = 0, None
         if self.write_file:
-            path = Path(self.output or Path(trainer.log_dir or trainer.default_root_dir) / "predictions.jsonl")
+            path = Path(self.output or run_dir(trainer) / "predictions.jsonl")
             if trainer.world_size > 1:
                 path = path.with_name(f"{path.stem}.rank{trainer.global_rank}{path.suffix}")
             path.parent.mkdir(parents=True, exist_ok=True)
