@@ -126,16 +126,19 @@ def _mean_sd(values: list[float]) -> str:
 
 
 def table(runs: list[dict], threads: int) -> list[str]:
-    """Markdown table: per model, accuracy and macro-F1 (mean ± std over folds), best fold, params, s/epoch."""
+    """Markdown table: per model, accuracy and macro-F1 (mean ± std over folds), best fold, params, training
+    seconds per epoch and minutes per run (mean over folds)."""
     lines = ["| model | test acc (mean ± std) | macro-F1 (mean ± std) | best fold acc | params | "
-             f"train s/epoch ({threads} thread{'s' * (threads > 1)}) |", "| --- | --- | --- | --- | --- | --- |"]
+             f"train s/epoch ({threads} thread{'s' * (threads > 1)}) | train min/run |",
+             "| --- | --- | --- | --- | --- | --- | --- |"]
     for name in dict.fromkeys(r["model"] for r in runs):
         rs = [r for r in runs if r["model"] == name]
         secs = [t for r in rs for t in r["epoch_seconds"]]
         best = max(rs, key=lambda r: r["acc"])
         lines.append(f"| {NAMES.get(name, name)} | {_mean_sd([r['acc'] for r in rs])} | "
                      f"{_mean_sd([r['f1'] for r in rs])} | {best['acc']:.3f} (fold {best['test_fold']}) | "
-                     f"{rs[0]['params']:,} | {statistics.fmean(secs):.0f} |")
+                     f"{rs[0]['params']:,} | {statistics.fmean(secs):.0f} | "
+                     f"{statistics.fmean(sum(r['epoch_seconds']) for r in rs) / 60:.1f} |")
     return lines
 
 
@@ -149,6 +152,8 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--test-folds", type=int, nargs="+", default=None, help="held-out folds (default: every fold)")
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--jobs", type=int, default=1, help="runs trained at once, in worker processes")
+    p.add_argument("--merge", nargs="+", default=[], help="also read finished runs from these --out directories")
+    p.add_argument("--report", action="store_true", help="train nothing: the table of the finished models")
     p.add_argument("--threads", type=int, default=1,
                    help="torch threads (1: on a shared 2-core machine 2 threads were several times slower)")
     args = p.parse_args(argv)
@@ -170,10 +175,16 @@ def main(argv: list[str] | None = None) -> int:
           + ", ".join(f"{s}: {m['clips']}" for s, m in sorted(info["splits"].items()))
           + f"); epochs {args.epochs}; seed {args.seed}; held-out folds {test_folds}", flush=True)
     results_file = out / "results.json"
-    done = json.loads(results_file.read_text()) if results_file.exists() else []
     key = lambda r: (r["model"], r["test_fold"], r["epochs"], r["seed"])  # noqa: E731
-    have = {key(r): r for r in done}
+    have = {}
+    for f in [*(Path(d) / "results.json" for d in args.merge), results_file]:
+        have.update({key(r): r for r in (json.loads(f.read_text()) if f.exists() else [])})
     todo = [(m, f) for m in args.models for f in test_folds if (m, f, args.epochs, args.seed) not in have]
+    if args.report:
+        for m, f in todo:
+            print(f"{m} fold {f}: not run yet", flush=True)
+        args.models = [m for m in args.models if all((m, f) not in todo for f in test_folds)]
+        todo = []
     for m, f in [(m, f) for m in args.models for f in test_folds if (m, f) not in todo]:
         print(f"{m} fold {f}: done before, acc {have[(m, f, args.epochs, args.seed)]['acc']:.3f}", flush=True)
     cost = {"lhgnn": 0, "rnn": 1, "cnn": 2, "gnn": 3}  # the slowest first, so that --jobs overlap well
