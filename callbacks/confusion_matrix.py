@@ -81,6 +81,8 @@ class ConfusionMatrixPlot(Callback):
         normalize: show row-normalised rates (recall per class) instead of counts. (default: ``True``)
         class_names: axis labels, in class-index order. (default: ``None``: the module's ``class_names`` or the
             DataModule's, else indices)
+        save_png: write the PNGs (``False``: only the wandb images and ``self.matrices``, e.g. in benchmarks).
+            (default: ``True``)
     The latest matrix of each stage is kept in ``self.matrices[stage]`` (a ``[C, C]`` tensor).
     """
 
@@ -90,10 +92,11 @@ class ConfusionMatrixPlot(Callback):
         every_n_epochs: int = 1,
         normalize: bool = True,
         class_names: list[str] | None = None,
+        save_png: bool = True,
     ):
         super().__init__()
         self.dirpath, self.every_n_epochs, self.normalize = dirpath, every_n_epochs, normalize
-        self.class_names = class_names
+        self.class_names, self.save_png = class_names, save_png
         self.matrices: dict[str, torch.Tensor] = {}
         self._cm: dict[str, MulticlassConfusionMatrix | None] = {}
 
@@ -165,7 +168,8 @@ class ConfusionMatrixPlot(Callback):
         if not trainer.is_global_zero:
             return
         names = self._names(trainer, pl_module, matrix.shape[0])
-        path = plot_dir(trainer, self.dirpath) / f"confusion_{stage}{epoch_suffix(trainer, stage)}.png"
+        path = plot_dir(trainer, self.dirpath) / f"confusion_{stage}{epoch_suffix(trainer, stage)}.png" \
+            if self.save_png else None
         title = f"{type(pl_module).__name__} {stage}" + (
             f" epoch {trainer.current_epoch}" if stage == "val" else ""
         )
