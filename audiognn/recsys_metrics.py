@@ -123,7 +123,7 @@ class TopKMetrics(Metric):
             self.recall[j] += (h / n_t).sum()
             ideal = cum_idcg[(n_t.long().clamp(max=kk) - 1)]
             self.ndcg[j] += (cum_dcg[:, kk - 1] / ideal).sum()
-        self.users += scores.shape[0]
+        self.users += len(n_t)
 
     def compute(self) -> dict[str, torch.Tensor]:
         n = self.users.clamp(min=1).double()
