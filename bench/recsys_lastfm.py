@@ -140,7 +140,7 @@ def report(out_dir, markdown=False):
     for (split, cold, epochs), by_name in rows.items():
         for stage in (("test", "test_cold") if cold else ("test",)):
             print(f"\n{stage} split (split seed {split}{f', cold items {cold}' if cold else ''}; {epochs} epochs, "
-                  f"best validation R@20 checkpoint; mean ± std over seeds)")
+                  f"best validation R@20 checkpoint; mean ± std over seeds)" + ("\n" if markdown else ""))
             sep = " | " if markdown else ""
             head = ["model", *METRICS, "seeds", "s/epoch"]
             print(("| " + sep.join(head) + " |\n|" + "---|" * len(head)) if markdown else
