@@ -11,7 +11,7 @@ into ``user_clusters`` groups; the heat map cell (a, b) is the mean number of tr
 between a user of cluster a and songs of cluster b, normalised per row (so rows are comparable; yellow =
 highest, as in the paper, with viridis).
 
-PNGs go to ``dirpath`` (default: ``<trainer.log_dir or default_root_dir>/plots``), named
+PNGs go to ``dirpath`` (default: ``<run directory>/plots``), named
 ``song_tsne_<stage>.png`` and ``user_song_heatmap_<stage>.png``; with a WandbLogger they are also logged
 as images (``plots/song_tsne``, ``plots/user_song_heatmap``). Runs at the end of fit and of test, on rank 0.
 """
@@ -24,6 +24,8 @@ import numpy as np
 from lightning import Callback
 from lightning.pytorch.loggers import WandbLogger
 from lightning.pytorch.utilities import rank_zero_only
+
+from callbacks.plotting import plot_dir
 
 
 def cluster_heatmap(user_labels: np.ndarray, item_labels: np.ndarray, users: np.ndarray, items: np.ndarray,
@@ -98,7 +100,7 @@ class EmbeddingPlots(Callback):
     and/or test.
 
     Args:
-        dirpath: output directory. (default: ``None``: ``<log_dir or default_root_dir>/plots``)
+        dirpath: output directory. (default: ``None``: ``<run directory>/plots``)
         song_clusters: k-means clusters of songs (the paper's Fig. 2: 10). (default: ``10``)
         user_clusters: k-means clusters of users. (default: ``5``)
         max_songs: most played songs shown by t-SNE. (default: ``2000``)
@@ -116,7 +118,7 @@ class EmbeddingPlots(Callback):
     def _run(self, trainer, pl_module, stage: str) -> None:
         emb = pl_module.embeddings()  # Recommender.embeddings: user [U, d], item [I, d], training pairs [2, E]
         users, items = emb.interactions.cpu().numpy()
-        outdir = self.dirpath or os.path.join(trainer.log_dir or trainer.default_root_dir, "plots")
+        outdir = str(plot_dir(trainer, self.dirpath))  # not trainer.log_dir: a collective call, asked on rank 0 only
         self.last_paths = make_plots(emb.user.float().cpu().numpy(), emb.item.float().cpu().numpy(), users, items,
                                      outdir, stage, self.song_clusters, self.user_clusters, self.max_songs, self.seed)
         for lg in trainer.loggers:
