@@ -27,7 +27,7 @@ PENDING = [p for p in RECIPES if not (yaml.safe_load(p.read_text()) or {}).get("
 PENDING_OVERLAYS = [p for p in PENDING if "class_path" not in str((yaml.safe_load(p.read_text()) or {}).get("model"))]
 RECIPES = [p for p in RECIPES if p not in PENDING_OVERLAYS]
 CPU = CONF / "trainer" / "cpu.yaml"
-DOCS = [REPO / "README.md", REPO / "slurm" / "README.md", REPO / "docs" / "FIRST_DAY_README.md", *ALL]
+DOCS = [REPO / "README.md", REPO / "slurm" / "README.md", *ALL]
 
 
 def rel(p: Path) -> str:
