@@ -42,10 +42,11 @@ NAMES = {"cnn": "CNN", "rnn": "RNN (BiLSTM)", "gnn": "GenreGNN", "lhgnn": "LHGNN
 
 
 def recipe(name: str) -> dict:
-    """The ``model`` and ``data`` init args of ``conf/urbansound8k/<name>.yaml``."""
-    import yaml
+    """The ``model`` and ``data`` init args of ``conf/urbansound8k/<name>.yaml``, its ``compose:`` fragments
+    merged in (as ``train.py`` reads it)."""
+    from audiognn.cli.runs import load_composed
 
-    cfg = yaml.safe_load((ROOT / "conf" / "urbansound8k" / f"{name}.yaml").read_text())
+    cfg = load_composed(ROOT / "conf" / "urbansound8k" / f"{name}.yaml")
     return {"model": cfg["model"]["init_args"], "data": cfg["data"]["init_args"]}
 
 
