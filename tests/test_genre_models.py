@@ -146,9 +146,11 @@ def _shipped_gnn_settings():
     sees: the synthetic set's frames, GTZAN's 3 s training crops, UrbanSound8K's 4 s."""
     import yaml
 
+    from audiognn.cli.runs import load_composed
+
     root = Path(__file__).resolve().parents[1] / "conf"
     load = lambda p: yaml.safe_load((root / p).read_text())  # noqa: E731
-    gnn, us8k = load("genre/gnn.yaml"), load("urbansound8k/gnn.yaml")
+    gnn, us8k = load_composed(root / "genre/gnn.yaml"), load_composed(root / "urbansound8k/gnn.yaml")
     backbone = lambda c: c["model"]["init_args"]["backbone"]["init_args"]  # noqa: E731
     return [
         ("genre/gnn.yaml", backbone(gnn), gnn["data"]["init_args"]["synthetic"]["target_frames"]),
