@@ -33,7 +33,8 @@ from audiognn.checkpoint import (
     load_checkpoint,
 )
 from audiognn.cli.errors import RunError, check_config_files, instantiation_error
-from audiognn.cli.runs import expand_configs, quiet_console, quiet_wandb, resolve_run_dir, wandb_mode
+from audiognn.cli.runs import (discard_if_empty, expand_configs, quiet_console, quiet_wandb, resolve_run_dir,
+                               wandb_mode)
 from callbacks.checkpointing import RunCheckpoint
 from callbacks.data_health import DataHealth
 from callbacks.progress import LineProgress
@@ -106,7 +107,8 @@ class AudioGNNCLI(LightningCLI):
                               and not any("Progress" in (c.get("class_path") or "") for c in cfg.trainer.callbacks or []))
         wandb = any(getattr(lg, "class_path", "").endswith("WandbLogger") for lg in loggers)
         hint = f"; upload later: wandb sync {run_dir}/wandb/offline-run-*" if mode == "offline" else ""
-        print(f"run directory: {run_dir}" + (f" (wandb {mode}{hint})" if wandb else ""), file=sys.stderr)
+        self.run_dir = run_dir  # announced once the model and data are built (a bad input leaves no run behind)
+        self.run_banner = f"run directory: {run_dir}" + (f" (wandb {mode}{hint})" if wandb else "")
 
     def instantiate_trainer(self, **kwargs):
         if getattr(self, "line_progress", False):  # output to a file: one line per epoch, no carriage returns
@@ -146,7 +148,9 @@ class AudioGNNCLI(LightningCLI):
         except Exception as e:
             if (error := instantiation_error(e)) is None:
                 raise
+            discard_if_empty(self.run_dir)
             raise error from e
+        print(self.run_banner, file=sys.stderr)
         if getattr(self, "ckpt", None) is not None:
             check_checkpoint_fits(self.ckpt[1], self.ckpt[0], self.model, LINKED_FROM_DATA,
                                   f"the data ({type(self.datamodule).__name__})")

@@ -70,12 +70,26 @@ def test_recipe_fails_before_any_run_starts(tmp_path, monkeypatch, capsys, recip
     config = str(ROOT / "conf" / "mmgnn" / f"{recipe}.yaml")
     with pytest.raises((FileNotFoundError, SystemExit)) as e:  # train.py may print it as one line, exit code 2
         cli_main(["fit", "--config", config, "--data.init_args.root", str(tmp_path / "nowhere")])
-    msg = str(e.value) if e.type is FileNotFoundError else capsys.readouterr().err
-    assert "nowhere/user_artists.dat is missing" in msg and "hetrec2011-lastfm-2k.zip" in msg
-    # train.py may reserve an empty run directory first; nothing of a run is written: no wandb run, no file
-    written = [os.path.join(d, f) for d, _, files in os.walk(tmp_path) for f in files]
-    assert not [w for w in written if not os.path.islink(w)]
-    assert not [d for d, _, _ in os.walk(tmp_path) if "wandb" in d]
+    assert e.type is SystemExit and e.value.code == 2
+    err = capsys.readouterr().err
+    assert "nowhere/user_artists.dat is missing" in err and "hetrec2011-lastfm-2k.zip" in err
+    assert "run directory:" not in err  # no run is announced, and none is left behind: not even an empty directory
+    assert sorted(os.listdir(tmp_path)) == []
+
+
+def test_failed_start_keeps_earlier_runs_and_latest(tmp_path, monkeypatch, capsys):
+    from train import ROOT, cli_main
+
+    monkeypatch.chdir(tmp_path)
+    earlier = tmp_path / "runs" / "mmgnn_lastfm" / "version_0"
+    earlier.mkdir(parents=True)
+    (earlier / "config.yaml").write_text("x: 1\n")
+    (earlier.parent / "latest").symlink_to("version_0", target_is_directory=True)
+    with pytest.raises(SystemExit):
+        cli_main(["fit", "--config", str(ROOT / "conf" / "mmgnn" / "mmgnn_lastfm.yaml"),
+                  "--data.init_args.root", str(tmp_path / "nowhere")])
+    assert sorted(os.listdir(earlier.parent)) == ["latest", "version_0"]  # version_1 was reserved, then removed
+    assert os.readlink(earlier.parent / "latest") == "version_0" and (earlier / "config.yaml").is_file()
 
 
 class _Batches(L.Callback):

@@ -206,6 +206,27 @@ def _link_latest(base: Path, run: Path) -> None:
         pass
 
 
+def discard_if_empty(run: Path) -> None:
+    """Remove a run directory this invocation created and left empty (it stopped on bad input before any work),
+    point ``latest`` back at the newest run that remains and remove the run name's directory and the root when
+    nothing is left in them. A directory holding anything is kept."""
+    try:
+        if not run.is_dir() or any(run.iterdir()):
+            return
+        run.rmdir()
+        base = run.parent
+        link = base / "latest"
+        if link.is_symlink() and not link.exists():
+            link.unlink()
+            if (newest := latest_version(base)) is not None:
+                _link_latest(base, newest)
+        for parent in (base, base.parent):  # the run name's directory, then the root, when nothing is left
+            if parent.is_dir() and not any(parent.iterdir()):
+                parent.rmdir()
+    except OSError:
+        pass
+
+
 def wandb_mode(configured: str) -> str:
     """``WANDB_MODE`` when set (``dryrun`` = offline), else the config's ``run.wandb``."""
     env = os.environ.get("WANDB_MODE", "").strip().lower()
