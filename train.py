@@ -33,8 +33,14 @@ from audiognn.checkpoint import (
     load_checkpoint,
 )
 from audiognn.cli.errors import RunError, check_config_files, instantiation_error
-from audiognn.cli.runs import (discard_if_empty, expand_configs, quiet_console, quiet_wandb, resolve_run_dir,
-                               wandb_mode)
+from audiognn.cli.runs import (
+    discard_if_empty,
+    expand_configs,
+    quiet_console,
+    quiet_wandb,
+    resolve_run_dir,
+    wandb_mode,
+)
 from callbacks.checkpointing import RunCheckpoint
 from callbacks.data_health import DataHealth
 from callbacks.progress import LineProgress
