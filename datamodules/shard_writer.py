@@ -231,7 +231,8 @@ def prepare(result, out: str | Path, cfg: FeatureConfig = FeatureConfig(), worke
     by_split, failures = _group_clips(result)
     stats = {s: np.zeros(4) for s in by_split}  # per split: sum, sum of squares, count of values, frames
     valid: list[int] = []
-    tmp = Path(tempfile.mkdtemp(prefix=".partial-", dir=out))
+    _remove_stale_partials(out)
+    tmp = Path(tempfile.mkdtemp(prefix=f".partial-{os.getpid()}-", dir=out))
     try:
         splits_meta = _featurize_all(result.name, by_split, stats, valid, failures, tmp, cfg, workers,
                                      shard_size, progress)
@@ -257,6 +258,26 @@ def prepare(result, out: str | Path, cfg: FeatureConfig = FeatureConfig(), worke
         shutil.rmtree(tmp, ignore_errors=True)
     return Summary(out=out, written={s: m["clips"] for s, m in splits_meta.items()}, failures=failures,
                    valid_frames=valid, target_frames=cfg.target_frames)
+
+
+def _remove_stale_partials(out: Path) -> None:
+    """Remove ``.partial-<pid>-*`` directories left by a prepare that was killed outright (``kill -9``, a
+    lost node: its ``finally`` never ran) — those whose process no longer runs. A live prepare's is kept."""
+    for d in out.glob(".partial-*"):
+        m = re.fullmatch(r"\.partial-(\d+)-.*", d.name)
+        if m and _alive(int(m.group(1))):
+            continue
+        shutil.rmtree(d, ignore_errors=True)
+
+
+def _alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except OSError:  # it exists but belongs to someone else
+        return True
+    return True
 
 
 def _featurize_all(name: str, by_split: dict[str, list[dict]], stats: dict[str, np.ndarray], valid: list[int],

@@ -90,6 +90,23 @@ def test_ctrl_c_terminates_pool_removes_partial_keeps_previous_set(tmp_path, mak
     assert _files(out) == before  # the previous set intact
 
 
+def test_next_prepare_removes_partials_of_killed_runs_only(tmp_path, make_shards):
+    """kill -9 leaves ``.partial-<pid>-*`` behind (no ``finally`` runs); the next prepare into the same --out
+    removes those of dead processes and never one of a prepare still running."""
+    out = tmp_path / "out"
+    make_shards(out, [2])
+    dead = subprocess.Popen([sys.executable, "-c", "pass"])
+    dead.wait()  # a pid that no longer runs
+    stale = out / f".partial-{dead.pid}-abc"
+    (stale / "sub").mkdir(parents=True)
+    (stale / "train-000000.tar").write_bytes(b"half written")
+    live = out / f".partial-{os.getpid()}-xyz"  # this process is alive: a concurrent prepare's directory
+    live.mkdir()
+    assert prepare(["synthetic", "--train", "2", "--val", "0", "--test", "0", "--out", str(out), *SMALL]) == 0
+    assert not stale.exists() and live.is_dir()
+    assert [p.name for p in out.glob(".partial-*")] == [live.name]
+
+
 # --- 2. other .tar files in --out --------------------------------------------------------------------------
 def test_prepare_replaces_only_the_previous_sets_shards(tmp_path, make_shards):
     out = tmp_path / "out"
