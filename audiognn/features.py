@@ -155,7 +155,10 @@ def logmel(mono: torch.Tensor, cfg: FeatureConfig = FeatureConfig()) -> torch.Te
 
 @functools.lru_cache(maxsize=16)
 def _dct_matrix(n_mfcc: int, n_mels: int) -> torch.Tensor:
-    return torchaudio.functional.create_dct(n_mfcc, n_mels, norm="ortho")  # [F, n_mfcc]
+    # cached across calls: built outside inference mode so that a first call under ``torch.inference_mode``
+    # (validation, predict) does not cache an inference tensor that training could not save for backward
+    with torch.inference_mode(False):
+        return torchaudio.functional.create_dct(n_mfcc, n_mels, norm="ortho")  # [F, n_mfcc]
 
 
 def mfcc_from_logmel(mel: torch.Tensor, n_mfcc: int) -> torch.Tensor:

@@ -54,3 +54,18 @@ def test_bad_audio_is_named(tmp_path):
     bad[100] = np.nan
     with pytest.raises(AudioError, match="non_finite_audio"):
         extract((bad, 16000))
+
+
+def test_mfcc_first_called_in_inference_mode_still_trains():
+    """The DCT matrix is cached: a first call under ``torch.inference_mode`` (a validation or predict run that
+    comes first in a process) must not cache an inference tensor that a later training step cannot save."""
+    from audiognn.features import _dct_matrix, mfcc_from_logmel
+
+    _dct_matrix.cache_clear()
+    with torch.inference_mode():
+        first = mfcc_from_logmel(torch.ones(1, 3, 16), 8)
+    x = torch.randn(2, 5, 16, requires_grad=True)
+    out = mfcc_from_logmel(x, 8)
+    out.sum().backward()
+    torch.testing.assert_close(x.grad[0, 0], _dct_matrix(8, 16).sum(dim=1))  # d(sum(x @ D))/dx = D · 1
+    torch.testing.assert_close(first[0, 0], torchaudio.functional.create_dct(8, 16, norm="ortho").sum(dim=0))

@@ -106,7 +106,8 @@ def test_lhgnn_tiny_learns_synthetic_events(tmp_path):
     import lightning as L
 
     from audiognn.features import FeatureConfig
-    from audiognn.tasks.audio_classifier import AudioClassifier, PaperAdamW
+    from audiognn.tasks.audio_classifier import AudioClassifier
+    from audiognn.tasks.optim import PaperAdamW, WarmupCosine
     from datamodules.audio_shards import AudioShardDataModule
     from datamodules.prepare import prepare, synthetic_result
 
@@ -118,7 +119,7 @@ def test_lhgnn_tiny_learns_synthetic_events(tmp_path):
     L.seed_everything(0)
     model = AudioClassifier(
         partial(LHGNN, size="tiny", time_num=128, drop_path=0.0), dm.num_classes, True,
-        optimizer=partial(PaperAdamW, lr=3e-3, weight_decay=0.01), warmup_steps=10, schedule="cosine",
+        optimizer=partial(PaperAdamW, lr=3e-3, weight_decay=0.01), scheduler=partial(WarmupCosine, warmup_steps=10),
     )  # fmt: skip
     trainer = L.Trainer(max_epochs=12, accelerator="cpu", logger=False, enable_checkpointing=False,
                         enable_progress_bar=False, enable_model_summary=False, default_root_dir=tmp_path)  # fmt: skip
