@@ -5,8 +5,9 @@ LHGNN reports AudioSet mAP from "a weighted average of different model checkpoin
 (PSLA). PSLA and AST average the end-of-epoch weights of epochs `wa_start..wa_end` (1-based, inclusive)
 with equal weights; the paper gives neither the window nor non-equal weights, so the default here is the
 equal mean over `wa_start=1..wa_end=None` (= the last epoch); set the window in the config
-(AST AudioSet: 1..5, PSLA AudioSet: 16..30). The official LHGNN code averages every saved checkpoint
-(top-20 + last); `python -m callbacks.average_checkpoints` does that offline.
+(AST AudioSet: 1..5, PSLA AudioSet: 16..30). The official LHGNN code (github.com/shubhrsingh22/LHGNN)
+averages every saved checkpoint (the top 20 by validation mAP + last): `CheckpointAveraging` does that at
+the end of fit, `python -m callbacks.average_checkpoints` offline.
 
 `WindowWeightAveraging` keeps the running mean online (no per-epoch files), buffers included:
 averaged = (1/n) Σ_{e=wa_start}^{min(wa_end, last)} θ_e, where θ_e are the parameters and float buffers
@@ -37,14 +38,17 @@ from __future__ import annotations
 
 import copy
 import math
+from pathlib import Path
 from typing import Any
 
 import lightning.pytorch as pl
 from lightning.pytorch.callbacks import weight_averaging as _wa
 from lightning.pytorch.utilities.model_helpers import is_overridden
-from lightning.pytorch.utilities.rank_zero import rank_zero_warn
+from lightning.pytorch.utilities.rank_zero import rank_zero_info, rank_zero_warn
 from torch import Tensor, nn
 from torch.optim.swa_utils import AveragedModel
+
+from audiognn.cli.average_checkpoints import average_checkpoints
 
 
 def _copy_weights(module: nn.Module) -> nn.Module:
@@ -174,3 +178,45 @@ class EMAWeightAveraging(_GuardedAveraging, _wa.EMAWeightAveraging):
     """Lightning's exponential moving average (`decay`, `update_every_n_steps`, `update_starting_at_step`,
     `update_starting_at_epoch`) with this module's guards."""
 
+
+
+class CheckpointAveraging(pl.Callback):
+    """At the end of fit, the equal mean of every checkpoint the run's checkpoint callback kept (its
+    `save_top_k` best by `monitor`, plus `last.ckpt`), written beside them as `output` (AST / PSLA's and the
+    official LHGNN code's averaging: the top 20 by validation mAP + last, BatchNorm statistics included).
+
+    The files are averaged as files, with `audiognn.cli.average_checkpoints` (per-epoch weights, integer
+    buffers from `last.ckpt`, whose metadata the result keeps): when the last epoch is also among the best,
+    its weights count twice, as in an average of every saved file. Test the result with
+    `train.py test --ckpt_path <run>/checkpoints/<output>`. Rank 0 writes it; the other ranks wait. The
+    inputs are held in memory together (about 21 x one checkpoint for the top 20 + last).
+
+    Args:
+        output: file name of the average in the checkpoint directory (default "averaged.ckpt").
+        include_last: average `last.ckpt` too (default True).
+    """
+
+    def __init__(self, output: str = "averaged.ckpt", include_last: bool = True) -> None:
+        self.output, self.include_last = output, include_last
+        self.averaged_from: list[str] = []
+
+    def inputs(self, trainer) -> list[str]:
+        """The kept checkpoints, best first, then `last.ckpt` (when kept and `include_last`)."""
+        ckpt = trainer.checkpoint_callback
+        if ckpt is None:
+            return []
+        best = sorted(ckpt.best_k_models, key=lambda k: float(ckpt.best_k_models[k]), reverse=ckpt.mode == "max")
+        last = [ckpt.last_model_path] if self.include_last and ckpt.last_model_path else []
+        return [p for p in best + last if Path(p).is_file()]
+
+    def on_fit_end(self, trainer, pl_module) -> None:
+        paths = self.inputs(trainer)
+        if not paths:
+            rank_zero_warn("CheckpointAveraging: the run kept no checkpoint to average")
+            return
+        out = Path(paths[-1]).parent / self.output
+        if trainer.is_global_zero:
+            average_checkpoints(paths, out)
+        trainer.strategy.barrier()
+        self.averaged_from = paths
+        rank_zero_info(f"CheckpointAveraging: {len(paths)} checkpoints averaged -> {out}")

@@ -4,7 +4,8 @@ Data flow: shards written by ``datamodules.prepare`` (format: :mod:`audiognn.dat
 :class:`~datamodules.shard_stream.ShardStream` (one per split; local paths and any URL webdataset opens —
 ``pipe:``, ``http(s)://``, ``s3://`` through ``pipe:``) -> batches ``{"x": float16 [B, T, F], "y": float32
 [B, C], "key": list[str]}`` -> on the device, in ``on_after_batch_transfer``: normalisation (every stage)
-and, only while training, the transforms of :mod:`datamodules.transforms` (mixup, then SpecAugment).
+and, only while training, the transforms of :mod:`datamodules.transforms` (mixup, then SpecAugment): after
+the normalisation by default, before it in the official LHGNN / AST order (``pipeline_order``).
 
 How clips are split over ranks and workers (``train_mode="exact"``: every training clip seen by exactly one
 rank per epoch, equal batch counts on every rank; ``"resampled"``: webdataset's recipe for huge sets;
@@ -16,6 +17,7 @@ from __future__ import annotations
 import itertools
 import warnings
 from pathlib import Path
+from typing import Literal
 
 import lightning as L
 import torch
@@ -90,8 +92,18 @@ class AudioFiles(IterableDataset):
                    "key": [b["key"] for b in batch]}
 
 
+PIPELINE_ORDERS = ("normalise_first", "augment_first")
 _EXPECTED = {"batch_size": "an integer >= 1", "num_workers": "an integer >= 0",
-             "train_mode": "'exact' or 'resampled'"}
+             "train_mode": "'exact' or 'resampled'", "pipeline_order": "'normalise_first' or 'augment_first'",
+             "norm": "'dataset' or a mapping {mean: number, std: number > 0}",
+             "mixup_domain": "'logmel', or 'power' with pipeline_order 'augment_first' (it mixes raw log-mels)"}
+
+
+def _fixed_norm(norm) -> bool:
+    """Whether ``norm`` is a valid fixed normalisation ``{mean, std}`` (std > 0)."""
+    return (isinstance(norm, dict) and set(norm) == {"mean", "std"}
+            and all(isinstance(v, (int, float)) and not isinstance(v, bool) for v in norm.values())
+            and norm["std"] > 0)
 
 
 class AudioShardDataModule(L.LightningDataModule):
@@ -107,8 +119,16 @@ class AudioShardDataModule(L.LightningDataModule):
         train_crop_frames: random crops of this many frames while training (GTZAN: 300 = 3 s of a 30 s clip).
         shuffle_buffer: webdataset shuffle buffer while training.
         mixup_alpha / mixup_prob: :class:`~datamodules.transforms.Mixup`, λ ~ Beta(α, α) per example, applied
-            with probability p. LHGNN (Singh et al., §III-A): α = 0.5, p = 1; official LHGNN / AST: α = 10,
-            p = 0.5; p = 0 disables mixup.
+            with probability p. LHGNN (Singh et al., §III-A, read as α = 0.5): α = 0.5, p = 1; official LHGNN /
+            AST: α = 10, p = 0.5; p = 0 disables mixup.
+        mixup_domain: ``"logmel"`` (default: the convex mix of log-mels) or ``"power"`` (the waveform-equivalent
+            mix of the raw log-mels, :func:`~datamodules.transforms.power_mix`; needs ``"augment_first"``).
+        pipeline_order: ``"normalise_first"`` (default: normalise, then mixup and SpecAugment on the normalised
+            log-mel, masks at 0 = the mean) or ``"augment_first"`` (the official LHGNN / AST order: mixup and
+            SpecAugment on the raw log-mel, masks at raw 0, then normalise).
+        norm: ``"dataset"`` (default: the statistics of ``train_splits`` from ``dataset.json``) or fixed
+            statistics ``{mean, std}``; the official LHGNN code's are ``{mean: -4.6476, std: 4.5699}`` (FSD50K's,
+            used for AudioSet too). ``data_info["norm"]`` records the ones used.
         freq_mask / time_mask: :class:`~datamodules.transforms.SpecAugment` widths, in bins / frames (int) or
             as a fraction of the clip's (float < 1: one setting for every clip length); LHGNN §III-A: 48 bins,
             192 frames of 1024; 0 disables.
@@ -141,6 +161,9 @@ class AudioShardDataModule(L.LightningDataModule):
         shuffle_buffer: int = 1000,
         mixup_alpha: float = 0.5,
         mixup_prob: float = 1.0,
+        mixup_domain: Literal["logmel", "power"] = "logmel",
+        pipeline_order: Literal["normalise_first", "augment_first"] = "normalise_first",
+        norm: Literal["dataset"] | dict[str, float] = "dataset",
         freq_mask: int | float = 48,
         time_mask: int | float = 192,
         seed: int = 0,
@@ -151,7 +174,11 @@ class AudioShardDataModule(L.LightningDataModule):
         super().__init__()
         for key, value, ok in (("batch_size", batch_size, isinstance(batch_size, int) and batch_size >= 1),
                                ("num_workers", num_workers, isinstance(num_workers, int) and num_workers >= 0),
-                               ("train_mode", train_mode, train_mode in ("exact", "resampled"))):
+                               ("train_mode", train_mode, train_mode in ("exact", "resampled")),
+                               ("pipeline_order", pipeline_order, pipeline_order in PIPELINE_ORDERS),
+                               ("norm", norm, norm == "dataset" or _fixed_norm(norm)),
+                               ("mixup_domain", mixup_domain, mixup_domain == "logmel" or (
+                                   mixup_domain == "power" and pipeline_order == "augment_first"))):
             if not ok:
                 raise ValueError(f"data.{key} must be {_EXPECTED[key]}, got {value!r}")
         self.save_hyperparameters()
@@ -166,15 +193,19 @@ class AudioShardDataModule(L.LightningDataModule):
         self.multilabel: bool = bool(self.info["multilabel"])
         self.corrupt = SharedCounter()
         self.predict_failures: list[dict] = []
-        self.mixup = Mixup(mixup_alpha, mixup_prob)
+        self.mixup = Mixup(mixup_alpha, mixup_prob, mixup_domain)
         self.spec_augment = SpecAugment(freq_mask, time_mask)
 
     @property
     def data_info(self) -> dict:
         """What a model must remember about its data: classes, features, normalisation (that of the
-        training splits: ``{"mean", "std", "over"}``; None before a synthetic set is written)."""
+        training splits: ``{"mean", "std", "over"}``; None before a synthetic set is written; fixed statistics
+        ``norm``: ``{"mean", "std", "over": [], "fixed": True}``)."""
         norm = None
-        if self.info.get("norm") is not None:
+        if self.hparams.norm != "dataset":
+            norm = {"mean": float(self.hparams.norm["mean"]), "std": float(self.hparams.norm["std"]), "over": [],
+                    "fixed": True}
+        elif self.info.get("norm") is not None:
             mean, std, over = pooled_norm(self.info, self.hparams.train_splits)
             norm = {"mean": mean, "std": std, "over": over}
         return {"classes": self.class_names, "multilabel": self.multilabel, "features": self.info["features"],
@@ -194,9 +225,13 @@ class AudioShardDataModule(L.LightningDataModule):
     def setup(self, stage: str | None = None) -> None:
         """Read ``dataset.json`` (written by now) and the normalisation statistics of ``train_splits``, pooled
         from its per-split statistics (:func:`~audiognn.data.shards.pooled_norm`; a set written before those
-        existed gives its single statistics): ``mean``, ``std`` and the splits they cover, ``norm_over``."""
+        existed gives its single statistics): ``mean``, ``std`` and the splits they cover, ``norm_over``; with
+        fixed statistics ``norm``, those (``norm_over`` empty)."""
         self.info = load_dataset_info(self.root)
-        self.mean, self.std, self.norm_over = pooled_norm(self.info, self.hparams.train_splits)
+        if (fixed := self.hparams.norm) != "dataset":
+            self.mean, self.std, self.norm_over = float(fixed["mean"]), float(fixed["std"]), []
+        else:
+            self.mean, self.std, self.norm_over = pooled_norm(self.info, self.hparams.train_splits)
         unverified = sorted(s for s, m in self.info["splits"].items() if not m.get("sha256"))
         if unverified and not getattr(self, "_warned_unverified", False):
             self._warned_unverified = True
@@ -245,11 +280,16 @@ class AudioShardDataModule(L.LightningDataModule):
 
     # --- on the device -------------------------------------------------------------------------------
     def on_after_batch_transfer(self, batch: dict, dataloader_idx: int) -> dict:
-        """Normalise ``x`` with the dataset's mean/std; while training, apply mixup then SpecAugment."""
-        x = (batch["x"].float() - self.mean) / self.std  # [B, T, F]
-        y = batch["y"]
-        trainer = self.trainer
-        if trainer is not None and trainer.training:
+        """Normalise ``x`` with ``mean``/``std``; while training, apply mixup then SpecAugment: after the
+        normalisation (``"normalise_first"``) or before it, on the raw log-mel (``"augment_first"``)."""
+        x, y = batch["x"].float(), batch["y"]  # [B, T, F], [B, C]
+        train = self.trainer is not None and self.trainer.training
+        first = self.hparams.pipeline_order == "augment_first"
+        if not first:
+            x = (x - self.mean) / self.std
+        if train:
             for transform in (self.mixup, self.spec_augment):
                 x, y = transform(x, y)
+        if first:
+            x = (x - self.mean) / self.std
         return {**batch, "x": x, "y": y}

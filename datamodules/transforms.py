@@ -1,15 +1,57 @@
 """Batch transforms applied on the device while training: mixup and SpecAugment.
 
-Each is called as ``x, y = transform(x, y)`` on a normalised log-mel batch ``x`` ``[B, T, F]`` and its
-targets ``y`` ``[B, C]``; :class:`datamodules.audio_shards.AudioShardDataModule` applies them in
-``on_after_batch_transfer`` while the trainer is training.
+Each is called as ``x, y = transform(x, y)`` on a log-mel batch ``x`` ``[B, T, F]`` and its targets ``y``
+``[B, C]``; :class:`datamodules.audio_shards.AudioShardDataModule` applies them in ``on_after_batch_transfer``
+while the trainer is training: on the normalised log-mel by default, on the raw (unnormalised) log-mel in the
+official LHGNN / AST order (``pipeline_order="augment_first"``: mixup, SpecAugment, then normalisation).
 """
 
 from __future__ import annotations
 
+import math
+
 import torch
 import torchaudio
 from torch import nn
+
+#: log of the energy floor of Kaldi's fbank (float32 machine epsilon): the raw log-mel of silence
+LOG_FLOOR = math.log(torch.finfo(torch.float32).eps)
+MIXUP_DOMAINS = ("logmel", "power")
+
+
+def power_mix(x1: torch.Tensor, x2: torch.Tensor, lam: torch.Tensor) -> torch.Tensor:
+    r"""The raw log-mel of the waveform mix :math:`\lambda w_1 + (1 - \lambda) w_2`, from the two raw log-mels.
+
+    The official LHGNN code (as AST) mixes mean-removed waveforms and computes the Kaldi fbank of the mix.
+    The STFT is linear, so the power spectrum of the mix is
+    :math:`\lambda^2 |X_1|^2 + (1-\lambda)^2 |X_2|^2 + 2\lambda(1-\lambda)\,\mathrm{Re}(X_1 \bar X_2)`, and the
+    mel filter bank is linear in the power. **Approximation:** the cross term of two uncorrelated signals
+    (two different clips) vanishes in expectation and is dropped, which leaves, per mel cell,
+
+    .. math::
+        \tilde m = \log\big(\lambda^2 e^{m_1} + (1-\lambda)^2 e^{m_2}\big)
+                  = \mathrm{logaddexp}(m_1 + 2\log\lambda,\; m_2 + 2\log(1-\lambda))
+
+    on the natural-log mel energies :math:`m` (unnormalised), clamped below at Kaldi's floor
+    :data:`LOG_FLOOR` as the fbank of the mix would be. The mixed power is right in expectation over the
+    clips' phases, not cell by cell; it is wrong for a clip mixed with itself (fully correlated: the waveform
+    mix is the clip itself), so :class:`Mixup` never pairs an example with itself.
+    Zero-padded frames (every bin exactly 0: ``audiognn.features.fix_length``) follow the official order
+    (waveform 2 cut or zero-padded to waveform 1's length, the fbank padded with zeros afterwards): where
+    clip 1 is padding the result stays 0; where only clip 2 is, clip 2 is silence (:data:`LOG_FLOOR`).
+
+    Args:
+        x1, x2: raw log-mels; lam: :math:`\lambda` per example.
+
+    Shapes:
+        - x1, x2: ``[B, T, F]``; lam: ``[B]`` -> ``[B, T, F]``.
+    """
+    lam = lam.to(x1.dtype).view(-1, 1, 1)
+    pad1 = (x1 == 0).all(-1, keepdim=True)  # [B, T, 1]
+    m2 = x2.masked_fill((x2 == 0).all(-1, keepdim=True), LOG_FLOOR)
+    mixed = torch.logaddexp(x1 + 2 * torch.log(lam.clamp_min(1e-12)),
+                            m2 + 2 * torch.log((1 - lam).clamp_min(1e-12)))
+    return mixed.clamp_min(LOG_FLOOR).masked_fill(pad1, 0.0)
 
 
 class Mixup:
@@ -22,23 +64,31 @@ class Mixup:
         \tilde y_i = \lambda_i y_i + (1 - \lambda_i) y_{\pi(i)}, \quad
         \lambda_i \sim \mathrm{Beta}(\alpha, \alpha) \text{ with probability } p, \text{ else } 1
 
-    for a random permutation :math:`\pi` of the batch. ``alpha=0.5, prob=1.0`` is the parametrisation of
-    *LHGNN: Local-Higher Order Graph Neural Networks for Audio Classification and Tagging* (Singh et al.,
-    §III-A); ``alpha=10, prob=0.5`` that of the official LHGNN code and AST. The official code mixes
-    waveforms before the fbank; here log-mels are mixed on the device (no re-featurisation).
+    ``domain="logmel"`` (default): the formula above on the (normalised) log-mel, :math:`\pi` a random
+    permutation of the batch (an example may be its own partner). ``domain="power"``: the waveform-equivalent
+    mix of the official LHGNN code and AST (*AST: Audio Spectrogram Transformer*, Gong, Chung, Glass), which
+    mixes waveforms before the fbank: :math:`\tilde x_i` is :func:`power_mix` of the *raw* log-mels, the
+    partner :math:`\pi(i) \ne i` (a random cyclic order of the batch, as AST draws a partner from the data
+    set), labels as above; examples not drawn keep their own input and label exactly.
+    ``alpha=0.5, prob=1.0`` is one reading of *LHGNN: Local-Higher Order Graph Neural Networks for Audio
+    Classification and Tagging* (Singh et al., §III-A: "mixup with α = 0.5"); ``alpha=10, prob=0.5`` that
+    of the official LHGNN code and AST (docs/lhgnn_recipes.md).
 
     Args:
         alpha: Beta concentration :math:`\alpha` (default 0.5); ``<= 0`` disables mixup.
         prob: probability :math:`p` that an example is mixed (default 1.0); ``<= 0`` disables mixup.
+        domain: ``"logmel"`` (default) or ``"power"`` (raw log-mel input only).
 
     Shapes:
         - x: ``[B, T, F]``; y: ``[B, C]`` -> the same shapes. Batches of one example pass unchanged.
 
-    The last draw is kept in ``last`` as ``(lam [B], perm [B])`` for inspection.
+    The last draw is kept in ``last`` as ``(lam [B], perm [B])`` for inspection (:math:`\lambda_i = 1`: not drawn).
     """
 
-    def __init__(self, alpha: float = 0.5, prob: float = 1.0):
-        self.alpha, self.prob = alpha, prob
+    def __init__(self, alpha: float = 0.5, prob: float = 1.0, domain: str = "logmel"):
+        if domain not in MIXUP_DOMAINS:
+            raise ValueError(f"mixup domain must be one of {MIXUP_DOMAINS}, got {domain!r}")
+        self.alpha, self.prob, self.domain = alpha, prob, domain
         self.last: tuple[torch.Tensor, torch.Tensor] | None = None
 
     def __call__(self, x: torch.Tensor, y: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
@@ -47,12 +97,20 @@ class Mixup:
             return x, y
         b = x.shape[0]
         lam = torch.distributions.Beta(a, a).sample((b,)).to(x.device)  # [B]
-        lam = torch.where(torch.rand(b, device=x.device) < p, lam, torch.ones_like(lam))
-        perm = torch.randperm(b, device=x.device)
-        self.last = (lam, perm)
-        lx = lam.view(b, 1, 1)
+        drawn = torch.rand(b, device=x.device) < p
+        lam = torch.where(drawn, lam, torch.ones_like(lam))
         ly = lam.view(b, 1)
-        return lx * x + (1 - lx) * x[perm], ly * y + (1 - ly) * y[perm]
+        if self.domain == "logmel":
+            perm = torch.randperm(b, device=x.device)
+            self.last = (lam, perm)
+            lx = lam.view(b, 1, 1)
+            return lx * x + (1 - lx) * x[perm], ly * y + (1 - ly) * y[perm]
+        order = torch.randperm(b, device=x.device)
+        perm = torch.empty_like(order)
+        perm[order] = order.roll(-1)  # the partner of order[k] is order[k + 1]: never the example itself
+        self.last = (lam, perm)
+        x_mix = torch.where(drawn.view(b, 1, 1), power_mix(x, x[perm], lam), x)
+        return x_mix, torch.where(drawn.view(b, 1), ly * y + (1 - ly) * y[perm], y)
 
 
 def mask_width(width: int | float, size: int) -> int:
