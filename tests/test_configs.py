@@ -22,12 +22,17 @@ ALL = sorted(CONF.rglob("*.yaml"))
 FRAGMENTS = [p for p in ALL if p.is_relative_to(CONF / "base")]
 OVERLAYS = [p for p in ALL if p not in FRAGMENTS and (yaml.safe_load(p.read_text()) or {}).get("overlay")]
 RECIPES = [p for p in ALL if p not in FRAGMENTS and p not in OVERLAYS]
-# recipes another change is still editing, converted to the fragments when it lands: they only have to parse
-PENDING = [p for p in RECIPES if not (yaml.safe_load(p.read_text()) or {}).get("compose")]
-PENDING_OVERLAYS = [p for p in PENDING if "class_path" not in str((yaml.safe_load(p.read_text()) or {}).get("model"))]
-RECIPES = [p for p in RECIPES if p not in PENDING_OVERLAYS]
 CPU = CONF / "trainer" / "cpu.yaml"
 DOCS = [REPO / "README.md", REPO / "slurm" / "README.md", *ALL]
+
+
+@pytest.mark.parametrize("recipe", RECIPES, ids=lambda p: str(p.relative_to(REPO)))
+def test_every_recipe_composes_from_fragments(recipe):
+    """A recipe names its shared parts in ``compose:`` (run defaults, callbacks, data blocks) instead of
+    pasting them: every recipe has one and every fragment it names exists."""
+    compose = (yaml.safe_load(recipe.read_text()) or {}).get("compose")
+    assert compose, f"{recipe.relative_to(REPO)}: no compose: list"
+    assert all(f.is_file() for f in fragments_of(recipe))
 
 
 def rel(p: Path) -> str:
@@ -68,14 +73,12 @@ def test_every_yaml_is_a_recipe_an_overlay_or_a_used_fragment():
     assert {f.resolve() for f in FRAGMENTS} <= used, "fragments no recipe composes"
     for o in OVERLAYS:
         assert overlay_recipes(o, RECIPES), f"{rel(o)} names no existing recipe"
-    names = [yaml.safe_load(r.read_text()).get("run", {}).get("name") for r in RECIPES if r not in PENDING]
+    names = [yaml.safe_load(r.read_text()).get("run", {}).get("name") for r in RECIPES]
     assert all(names) and len(set(names)) == len(names), names  # one run name per recipe, written once
 
 
 @pytest.mark.parametrize("recipe", RECIPES, ids=rel)
 def test_no_recipe_hard_codes_hardware_or_paths(recipe):
-    if recipe in PENDING:
-        pytest.skip("not composed from the fragments yet")
     text = recipe.read_text()
     cfg = yaml.safe_load(text)
     trainer = cfg.get("trainer") or {}
@@ -91,8 +94,6 @@ def test_no_recipe_hard_codes_hardware_or_paths(recipe):
 def test_recipe_and_overlay_combinations_parse(configs):
     args = [x for c in configs for x in ("--config", str(REPO / c))]
     cfg = print_config("fit", *args)
-    if Path(REPO / configs[0]) in PENDING:
-        return
     assert cfg["run"]["name"] and cfg["run"]["wandb"] == "offline"
     assert cfg["trainer"]["default_root_dir"] == "runs" and cfg["checkpoint"]["save_last"] is True
     assert cfg["trainer"]["plugins"][0]["class_path"] == "audiognn.checkpoint.SafeCheckpointIO"
@@ -169,13 +170,10 @@ def test_every_recipe_fits_one_tiny_epoch_on_cpu(recipe, tmp_path, synthetic_set
     assert cli.trainer.global_step >= 1
     run = Path(cli.trainer.default_root_dir)
     assert run.parent.parent == tmp_path / "runs" and run.name == "version_0"
-    if recipe in PENDING:  # still its own checkpoint directory
-        assert list(tmp_path.rglob("last.ckpt"))
-    else:
-        assert (run / "checkpoints" / "last.ckpt").exists()
+    assert (run / "checkpoints" / "last.ckpt").exists()
 
 
-@pytest.mark.parametrize("recipe", [r for r in RECIPES if r not in PENDING], ids=rel)
+@pytest.mark.parametrize("recipe", RECIPES, ids=rel)
 def test_load_composed_gives_what_train_py_parses(recipe, tmp_path):
     """One flat mapping per recipe (for tools that rewrite recipes): it parses to the same config."""
     from audiognn.cli.runs import load_composed
