@@ -80,7 +80,7 @@ def test_ctrl_c_terminates_pool_removes_partial_keeps_previous_set(tmp_path, mak
         time.sleep(4)  # the pool is started and busy
         assert proc.poll() is None, proc.communicate()[0]
         os.killpg(proc.pid, signal.SIGINT)  # Ctrl-C: the whole foreground group, workers included
-        log, _ = proc.communicate(timeout=30)
+        log, _ = proc.communicate(timeout=90)  # seconds when idle; generous for a loaded CI machine (a hang is forever)
     except subprocess.TimeoutExpired:
         os.killpg(proc.pid, signal.SIGKILL)
         pytest.fail("prepare hung after Ctrl-C")
