@@ -1,26 +1,32 @@
 """The audio models on equal terms on real recordings: UrbanSound8K, train on two folds, test on the third.
 
-    python -m datamodules.prepare urbansound8k ../shared/data/urbansound8k-folds123 \\
+    python -m datamodules.prepare urbansound8k /data/UrbanSound8K --folds 1 2 3 \\
         --target-frames 400 --num-mel-bins 64 --out data/urbansound8k
-    python bench/real_audio.py --shards data/urbansound8k --epochs 8
+    python bench/real_audio.py --shards data/urbansound8k --jobs 2 --out bench/out/us8k-final
 
 For every model (CNN, RNN, GenreGNN, LHGNN-tiny) and every held-out fold of the set (the folds are the
 splits ``fold<N>`` of ``dataset.json``; with UrbanSound8K folds 1-3 that is three rotations), the model is
 trained on the other folds for ``--epochs`` epochs (the same for every model), seeded, and tested on the
-held-out fold. Backbone, optimiser, schedule and augmentation come from ``conf/urbansound8k/<model>.yaml``
-(the recipes ``train.py`` runs), so the bench measures what the recipes train. The normalisation statistics
-of each rotation are pooled over its training folds only (never the held-out fold). No validation runs
-during training and the last model is tested: no choice is made on the test fold.
+held-out fold. Backbone, optimiser, schedule, batch size, training crops, test crops and augmentation come
+from ``conf/urbansound8k/<model>.yaml`` (the recipes ``train.py`` runs), so the bench measures what the recipes
+train; ``--set data.train_crop_frames=200 ...`` overrides recipe values for screening. The normalisation
+statistics of each rotation are pooled over its training folds only (never the held-out fold). No validation
+runs during training and the last model is tested: no choice is made on the test fold. A recipe that tests
+on crops (``eval_crop_frames``: the mean of the logits of consecutive crops) is, with ``--whole``, also tested
+on whole clips (``acc_whole`` / ``f1_whole`` in results.json).
 
 Prints one table: accuracy and macro-F1 (mean ± sample std over the rotations), trainable parameters and
 training seconds per epoch (wall clock, ``--threads`` torch threads); writes ``results.json`` (one record per
-model and fold; a finished run is read back, not repeated: re-run the same command to resume) and
-``confusion_<model>.png`` (summed over the rotations) to ``--out``.
+model and fold, with its recipe, its digest and the load average; a finished run of the same recipe is read
+back, not repeated: re-run the same command to resume), ``table.md`` (also per fold, and the load average)
+and ``confusion_<model>.png`` (summed over the rotations) to ``--out``.
 """
 
 from __future__ import annotations
 
 import argparse
+import copy
+import hashlib
 import json
 import multiprocessing as mp
 import os
@@ -41,13 +47,34 @@ MODELS = ("cnn", "rnn", "gnn", "lhgnn")
 NAMES = {"cnn": "CNN", "rnn": "RNN (BiLSTM)", "gnn": "GenreGNN", "lhgnn": "LHGNN-tiny"}
 
 
-def recipe(name: str) -> dict:
+def recipe(name: str, overrides: list[str] = ()) -> dict:
     """The ``model`` and ``data`` init args of ``conf/urbansound8k/<name>.yaml``, its ``compose:`` fragments
-    merged in (as ``train.py`` reads it)."""
+    merged in (as ``train.py`` reads it), then ``overrides``: ``"data.train_crop_frames=128"``,
+    ``"model.backbone.init_args.hidden=64"`` (dotted path ``=`` a YAML value; ``null`` removes the key)."""
+    import yaml
+
     from audiognn.cli.runs import load_composed
 
     cfg = load_composed(ROOT / "conf" / "urbansound8k" / f"{name}.yaml")
-    return {"model": cfg["model"]["init_args"], "data": cfg["data"]["init_args"]}
+    r = copy.deepcopy({"model": cfg["model"]["init_args"], "data": cfg["data"]["init_args"]})
+    for item in overrides:
+        path, _, value = item.partition("=")
+        *parents, leaf = path.split(".")
+        if not _ or parents[:1] not in (["model"], ["data"]):
+            raise ValueError(f"override {item!r}: expected model.<path>=<value> or data.<path>=<value>")
+        node = r
+        for part in parents:
+            if not isinstance(node.get(part), dict):
+                node[part] = {}
+            node = node[part]
+        v = yaml.safe_load(value)
+        node.pop(leaf, None) if v is None else node.__setitem__(leaf, v)
+    return r
+
+
+def recipe_id(r: dict) -> str:
+    """A short digest of a recipe (after overrides): a changed recipe is a new run, never read back."""
+    return hashlib.sha1(json.dumps(r, sort_keys=True).encode()).hexdigest()[:10]
 
 
 def folds_of(info: dict) -> list[int]:
@@ -71,16 +98,20 @@ def train_fold_norm(root: Path, splits: list[str]) -> tuple[float, float]:
 
 
 def run_one(name: str, root: Path, test_fold: int, folds: list[int], args) -> dict:
-    """Train ``name`` on every fold but ``test_fold``, test on it; accuracy, F1, parameters, epoch times, CM."""
+    """Train ``name`` on every fold but ``test_fold``, test on it; accuracy, F1, parameters, epoch times, CM.
+
+    With ``eval_crop_frames`` in the recipe the clip is also tested whole (``acc_whole``, ``f1_whole``: the
+    other evaluation, reported beside the recipe's; the table shows the recipe's)."""
     import lightning as L
 
     from audiognn.tasks.audio_classifier import AudioClassifier
     from callbacks.confusion_matrix import ConfusionMatrixPlot
     from datamodules.audio_shards import AudioShardDataModule
 
-    r = recipe(name)
+    r = recipe(name, args.set)
     data = {k: v for k, v in r["data"].items() if k not in ("root", "num_workers", "train_splits", "val_splits",
                                                              "test_splits", "seed", "batch_size")}
+    batch_size = r["data"].get("batch_size", 32)
     train = [f"fold{f}" for f in folds if f != test_fold]
     norm = train_fold_norm(root, train)
 
@@ -89,26 +120,49 @@ def run_one(name: str, root: Path, test_fold: int, folds: list[int], args) -> di
             super().setup(stage)
             self.mean, self.std = norm
 
-    dm = TrainFoldNorm(str(root), batch_size=args.batch_size, num_workers=0, train_splits=train,
+    dm = TrainFoldNorm(str(root), batch_size=batch_size, num_workers=0, train_splits=train,
                        val_splits=[f"fold{test_fold}"], test_splits=[f"fold{test_fold}"], seed=args.seed, **data)
     L.seed_everything(args.seed, verbose=False)
     m = r["model"]
-    feats = dm.info["features"]  # input sizes the data knows override the recipe's
-    sizes = {"n_mels": feats["num_mel_bins"], "freq_num": feats["num_mel_bins"], "time_num": feats["target_frames"]}
+    feats = dm.info["features"]  # input sizes the data knows override the recipe's (time: the training crop)
+    sizes = {"n_mels": feats["num_mel_bins"], "freq_num": feats["num_mel_bins"],
+             "time_num": data.get("train_crop_frames") or feats["target_frames"]}
     bb = m["backbone"]
     bb = {**bb, "init_args": {k: sizes.get(k, v) for k, v in (bb.get("init_args") or {}).items()}}
+    crop = m.get("eval_crop_frames")
     model = AudioClassifier(_callable(bb), dm.num_classes, dm.multilabel, data_info=dm.data_info,
                             optimizer=_callable(m["optimizer"]), scheduler=_callable(m.get("scheduler")),
-                            eval_crop_frames=m.get("eval_crop_frames"))
+                            eval_crop_frames=crop)
     timer, cm = EpochTimer(), ConfusionMatrixPlot(every_n_epochs=10**9)
-    trainer = _trainer(args.epochs, [timer, cm])
+    trainer = _trainer(args.epochs, [timer, cm, _progress(f"{name} fold {test_fold}", timer)])
+    load0 = os.getloadavg()
     trainer.fit(model, dm)
+    load1 = os.getloadavg()
     res = trainer.test(model, dm, verbose=False)[0]
-    return {"model": name, "test_fold": test_fold, "train_folds": [f for f in folds if f != test_fold],
-            "epochs": args.epochs, "seed": args.seed, "acc": res["test/acc"], "f1": res["test/f1"],
-            "params": sum(p.numel() for p in model.backbone.parameters() if p.requires_grad),
-            "epoch_seconds": timer.times, "norm_over": train, "norm": norm, "cm": cm.matrices["test"].tolist(),
-            "classes": dm.class_names}
+    out = {"model": name, "test_fold": test_fold, "train_folds": [f for f in folds if f != test_fold],
+           "epochs": args.epochs, "seed": args.seed, "acc": res["test/acc"], "f1": res["test/f1"],
+           "params": sum(p.numel() for p in model.backbone.parameters() if p.requires_grad),
+           "epoch_seconds": timer.times, "norm_over": train, "norm": norm, "cm": cm.matrices["test"].tolist(),
+           "classes": dm.class_names, "recipe": r, "recipe_id": recipe_id(r), "batch_size": batch_size,
+           "threads": args.threads, "load_start": load0, "load_end": load1}
+    if crop is not None and args.whole:
+        model.hparams.eval_crop_frames = None
+        whole = trainer.test(model, dm, verbose=False)[0]
+        out.update(acc_whole=whole["test/acc"], f1_whole=whole["test/f1"])
+    return out
+
+
+def _progress(tag: str, timer):
+    """A callback printing each epoch's seconds and mean training loss (to follow long runs)."""
+    from lightning.pytorch.callbacks import Callback
+
+    class _Progress(Callback):
+        def on_train_epoch_end(self, trainer, pl_module):
+            loss = trainer.callback_metrics.get("train/loss")
+            print(f"  {tag} epoch {trainer.current_epoch + 1}/{trainer.max_epochs}: {timer.times[-1]:.1f} s, "
+                  f"last batch loss {float(loss) if loss is not None else float('nan'):.3f}", flush=True)
+
+    return _Progress()
 
 
 def _run_job(job: tuple) -> dict:
@@ -126,20 +180,35 @@ def _mean_sd(values: list[float]) -> str:
     return f"{statistics.fmean(values):.3f} ± {sd:.3f}"
 
 
-def table(runs: list[dict], threads: int) -> list[str]:
-    """Markdown table: per model, accuracy and macro-F1 (mean ± std over folds), best fold, params, training
-    seconds per epoch and minutes per run (mean over folds)."""
+def table(runs: list[dict], threads: int, folds: int | None = None) -> list[str]:
+    """Markdown tables: per model, accuracy and macro-F1 (mean ± std over folds), best fold, params, training
+    seconds per epoch and minutes per run (mean over folds; a row short of ``folds`` folds says so); then per
+    held-out fold; then the load average."""
     lines = ["| model | test acc (mean ± std) | macro-F1 (mean ± std) | best fold acc | params | "
              f"train s/epoch ({threads} thread{'s' * (threads > 1)}) | train min/run |",
              "| --- | --- | --- | --- | --- | --- | --- |"]
-    for name in dict.fromkeys(r["model"] for r in runs):
+    names = list(dict.fromkeys(r["model"] for r in runs))
+    for name in names:
         rs = [r for r in runs if r["model"] == name]
         secs = [t for r in rs for t in r["epoch_seconds"]]
         best = max(rs, key=lambda r: r["acc"])
-        lines.append(f"| {NAMES.get(name, name)} | {_mean_sd([r['acc'] for r in rs])} | "
+        part = "" if len(rs) == (folds or len({r["test_fold"] for r in runs})) else f" ({len(rs)} of {folds} folds)"
+        lines.append(f"| {NAMES.get(name, name)}{part} | {_mean_sd([r['acc'] for r in rs])} | "
                      f"{_mean_sd([r['f1'] for r in rs])} | {best['acc']:.3f} (fold {best['test_fold']}) | "
                      f"{rs[0]['params']:,} | {statistics.fmean(secs):.0f} | "
                      f"{statistics.fmean(sum(r['epoch_seconds']) for r in rs) / 60:.1f} |")
+    folds = sorted({r["test_fold"] for r in runs})
+    lines += ["", "| model (acc / macro-F1, whole-clip acc) | " + " | ".join(f"fold {f} held out" for f in folds) + " |",
+              "| --- |" + " --- |" * len(folds)]
+    for name in names:
+        by = {r["test_fold"]: r for r in runs if r["model"] == name}
+        cells = [f"{by[f]['acc']:.3f} / {by[f]['f1']:.3f}" + (f" ({by[f]['acc_whole']:.3f})" if "acc_whole" in by[f]
+                                                            else "") if f in by else "-" for f in folds]
+        lines.append(f"| {NAMES.get(name, name)} | " + " | ".join(cells) + " |")
+    loads = [x for r in runs for x in (r.get("load_start", [None])[0], r.get("load_end", [None])[0]) if x is not None]
+    if loads:
+        lines += ["", f"load average (1 min) at the start / end of the runs: {min(loads):.1f} to {max(loads):.1f}, "
+                  f"mean {statistics.fmean(loads):.1f} ({os.cpu_count()} cores)"]
     return lines
 
 
@@ -147,8 +216,11 @@ def main(argv: list[str] | None = None) -> int:
     p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     p.add_argument("--shards", default="data/urbansound8k", help="prepared UrbanSound8K (prepare urbansound8k)")
     p.add_argument("--out", default="bench/out/real_audio", help="results.json and confusion PNGs")
-    p.add_argument("--epochs", type=int, default=8, help="training epochs, the same for every model")
-    p.add_argument("--batch-size", type=int, default=32)
+    p.add_argument("--epochs", type=int, default=15, help="training epochs, the same for every model")
+    p.add_argument("--batch-size", type=int, default=None, help="default: the recipe's data.batch_size")
+    p.add_argument("--set", nargs="+", default=[], metavar="PATH=VALUE",
+                   help="recipe overrides for screening, e.g. data.train_crop_frames=128 model.eval_crop_frames=128")
+    p.add_argument("--whole", action="store_true", help="a recipe that tests on crops is also tested on whole clips")
     p.add_argument("--models", nargs="+", default=list(MODELS), choices=MODELS)
     p.add_argument("--test-folds", type=int, nargs="+", default=None, help="held-out folds (default: every fold)")
     p.add_argument("--seed", type=int, default=0)
@@ -158,6 +230,8 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--threads", type=int, default=1,
                    help="torch threads (1: on a shared 2-core machine 2 threads were several times slower)")
     args = p.parse_args(argv)
+    if args.batch_size:
+        args.set = [*args.set, f"data.batch_size={args.batch_size}"]
 
     import numpy as np
     import torch
@@ -172,22 +246,26 @@ def main(argv: list[str] | None = None) -> int:
     if len(folds) < 2:
         p.error(f"{root}: needs at least two splits fold<N>, has {sorted(info['splits'])}")
     test_folds = args.test_folds or folds
+    rid = {m: recipe_id(recipe(m, args.set)) for m in args.models}
     print(f"data: {root} ({info.get('name', '?')}, {len(info['classes'])} classes, "
           + ", ".join(f"{s}: {m['clips']}" for s, m in sorted(info["splits"].items()))
-          + f"); epochs {args.epochs}; seed {args.seed}; held-out folds {test_folds}", flush=True)
+          + f"); epochs {args.epochs}; seed {args.seed}; held-out folds {test_folds}; overrides {args.set}; "
+          + f"recipes {rid}", flush=True)
     results_file = out / "results.json"
-    key = lambda r: (r["model"], r["test_fold"], r["epochs"], r["seed"])  # noqa: E731
+    key = lambda r: (r["model"], r["test_fold"], r["epochs"], r["seed"], r.get("recipe_id"))  # noqa: E731
+    want = lambda m, f: (m, f, args.epochs, args.seed, rid[m])  # noqa: E731
     have = {}
     for f in [*(Path(d) / "results.json" for d in args.merge), results_file]:
         have.update({key(r): r for r in (json.loads(f.read_text()) if f.exists() else [])})
-    todo = [(m, f) for m in args.models for f in test_folds if (m, f, args.epochs, args.seed) not in have]
+    mine = [r for r in (json.loads(results_file.read_text()) if results_file.exists() else [])]
+    todo = [(m, f) for m in args.models for f in test_folds if want(m, f) not in have]
     if args.report:
         for m, f in todo:
             print(f"{m} fold {f}: not run yet", flush=True)
-        args.models = [m for m in args.models if all((m, f) not in todo for f in test_folds)]
+        args.models = [m for m in args.models if any((m, f) not in todo for f in test_folds)]  # partial rows too
         todo = []
-    for m, f in [(m, f) for m in args.models for f in test_folds if (m, f) not in todo]:
-        print(f"{m} fold {f}: done before, acc {have[(m, f, args.epochs, args.seed)]['acc']:.3f}", flush=True)
+    for m, f in [(m, f) for m in args.models for f in test_folds if want(m, f) in have]:
+        print(f"{m} fold {f}: done before, acc {have[want(m, f)]['acc']:.3f}", flush=True)
     cost = {"lhgnn": 0, "rnn": 1, "cnn": 2, "gnn": 3}  # the slowest first, so that --jobs overlap well
     jobs = [(m, root, f, folds, args) for m, f in sorted(todo, key=lambda t: (cost[t[0]], t[1]))]
     with ProcessPoolExecutor(args.jobs, mp_context=mp.get_context("spawn")) if args.jobs > 1 else nullcontext() as pool:
@@ -195,17 +273,22 @@ def main(argv: list[str] | None = None) -> int:
         for r in it:
             r = r.result() if pool else r  # results.json is written by this process only, after every finished run
             have[key(r)] = r
-            results_file.write_text(json.dumps(list(have.values()), indent=1))
-            print(f"{r['model']} fold {r['test_fold']}: acc {r['acc']:.3f} f1 {r['f1']:.3f} in {r['seconds']:.0f} s "
-                  f"({statistics.fmean(r['epoch_seconds']):.0f} s/epoch)", flush=True)
-    runs = [have[(m, f, args.epochs, args.seed)] for m in args.models for f in test_folds]
+            mine.append(r)  # this directory's runs (merged ones stay where they are)
+            results_file.write_text(json.dumps(mine, indent=1))
+            whole = f" (whole clips: acc {r['acc_whole']:.3f} f1 {r['f1_whole']:.3f})" if "acc_whole" in r else ""
+            print(f"{r['model']} fold {r['test_fold']}: acc {r['acc']:.3f} f1 {r['f1']:.3f}{whole} in "
+                  f"{r['seconds']:.0f} s ({statistics.fmean(r['epoch_seconds']):.0f} s/epoch)", flush=True)
+    runs = [have[want(m, f)] for m in args.models for f in test_folds if want(m, f) in have]
     for name in args.models:
         rs = [r for r in runs if r["model"] == name]
         cm = np.sum([np.array(r["cm"]) for r in rs], axis=0)
         plot_confusion_matrix(cm, rs[0]["classes"], f"{NAMES[name]}, UrbanSound8K folds {test_folds} held out",
                               out / f"confusion_{name}.png")
-    print("\n" + "\n".join(table(runs, args.threads)))
+    lines = table(runs, args.threads, len(test_folds))
+    (out / "table.md").write_text("\n".join(lines) + "\n")
+    print("\n" + "\n".join(lines if args.report else lines[: lines.index("")]))  # per fold: table.md, --report
     print(f"chance accuracy: {1 / len(info['classes']):.3f}; per run: {results_file}; "
+          f"tables: {out}/table.md; "
           f"confusion matrices: {out}/confusion_<model>.png", flush=True)
     return 0
 
