@@ -10,8 +10,10 @@ from audiognn.recsys_metrics import (
     csr_rows_to_dense,
     evaluate_full_ranking,
     mask_pairs_,
+    rank_top_items,
     topk_fast,
     topk_ranked,
+    topk_select,
 )
 
 KS = (5, 10, 20, 50)
@@ -80,6 +82,49 @@ def test_topk_fast_equals_topk_ranked(seed):
     pairs = torch.tensor([[0, 3, 3], [5, 0, 79]])
     assert torch.isinf(mask_pairs_(masked, pairs)[pairs[0], pairs[1]]).all()
     assert int(torch.isinf(masked).sum()) <= int(torch.isinf(s).sum()) + 3
+
+
+@pytest.mark.parametrize("seed", [0, 1, 2, 6])
+@pytest.mark.parametrize("block", [1, 4, 7, 64])
+def test_topk_select_equals_topk_ranked(seed, block):
+    """The block-maximum bound keeps every item tied with the k-th: the same items in the same order, with
+    many ties, -inf rows and rows with fewer finite scores than k; rows with fewer than k blocks sort all."""
+    scores, _ = random_case(seed, ties=seed != 2)
+    s = torch.from_numpy(scores)
+    if seed == 6:
+        s[0] = float("-inf")
+        s[1, 5:] = float("-inf")
+        s[2] = 1.0  # one value everywhere: the lowest indices win
+    for k in (1, 2, 5, 20, 50, 80):
+        assert torch.equal(topk_select(s, k, block=block), topk_ranked(s, k)), (k, block)
+    assert topk_select(s[:0], 5).shape == (0, 5)
+
+
+@pytest.mark.parametrize("ties", [True, False])
+def test_rank_top_items_in_chunks_equals_masked_dense_ranking(ties):
+    """Chunked scoring with excluded pairs (any order, rows without targets skipped, a subset of columns)
+    ranks exactly as the dense masked scores; metrics from `update_ranked` equal the dense reference."""
+    scores, targets = random_case(7, users=45, items=300, ties=ties)
+    s = torch.from_numpy(scores)
+    exclude = torch.from_numpy(np.stack(np.nonzero(np.random.default_rng(1).random(scores.shape) < 0.2)))
+    exclude = exclude[:, torch.randperm(exclude.shape[1], generator=torch.Generator().manual_seed(0))]
+    masked = mask_pairs_(s.clone(), exclude)
+    t = torch.from_numpy(targets) & torch.isfinite(masked)
+    pairs = t.nonzero().T
+    rows = TopKMetrics.target_rows(pairs, len(s))
+    assert len(rows) < len(s)
+    for chunk in (1, 7, 64):
+        top = rank_top_items(lambda r: s[r].clone(), rows, 50, exclude, chunk_rows=chunk)
+        assert torch.equal(top, topk_ranked(masked[rows], 50))
+        m = TopKMetrics(KS)
+        m.update_ranked(top, rows, pairs, s.shape[1])
+        ref = brute_force(masked.numpy(), t.numpy())
+        assert all(float(v) == pytest.approx(ref[k], abs=1e-6) for k, v in m.compute().items())
+    cols = torch.arange(0, 300, 3)  # candidates: every third item; the others ranked below all
+    cand = masked.clone()
+    cand[:, torch.ones(300, dtype=torch.bool).index_fill_(0, cols, False)] = float("-inf")
+    top = rank_top_items(lambda r: s[r][:, cols].clone(), rows, 50, exclude, columns=cols, chunk_rows=5)
+    assert torch.equal(top, topk_ranked(cand[rows], 50))
 
 
 def test_equals_pyg_linkpred():

@@ -109,6 +109,27 @@ def test_baselines_fit_and_test_with_cold_split(cls):
     assert 0 <= res[0]["test/ndcg@50"] <= 1
 
 
+def test_chunked_evaluation_equals_dense_masked_scores():
+    """The Recommender's evaluation (chunked scoring, candidate columns) gives exactly the metrics of its dense
+    masked scores (`Recommender.rank_scores`) ranked by the reference `topk_ranked` path."""
+    from audiognn.recsys_metrics import TopKMetrics, pairs_to_dense
+
+    dm = _dm(cold_item_fraction=0.1)
+    rec, _ = _fit(functools.partial(LightGCN, embedding_dim=16, num_layers=2), dm, epochs=1)
+    rec.eval()
+    for loader, stage in ((dm.val_dataloader(), "val"), (dm.test_dataloader()[1], "test_cold")):
+        ref = TopKMetrics()
+        rec._eval_cache = None
+        for batch in loader:
+            rec._eval_step(batch, stage)
+            s = rec.rank_scores(batch)
+            ref.update(s, pairs_to_dense(batch["target"], s.shape))
+        got = rec.metrics[stage].compute()
+        assert int(rec.metrics[stage].users) == int(ref.users) > 0
+        assert all(float(got[k]) == float(v) for k, v in ref.compute().items()), stage
+        rec._reset(stage)
+
+
 def test_lightgcn_learns_planted_groups_and_eval_masks_train_items():
     dm = _dm()
     rec, tr = _fit(functools.partial(LightGCN, embedding_dim=16, num_layers=2), dm, epochs=12, lr=5e-2)

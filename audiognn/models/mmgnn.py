@@ -17,7 +17,11 @@ Where the paper is vague, and what we chose:
   carries no information; a warning says so).
 - Users start from per-modality ID embeddings (the paper's "initial user embeddings e_u"); songs may also have
   an ID pseudo-modality (``use_id_modality``): with audio and images absent (Last.fm 2K) the tag text alone
-  covers 69% of the artists, and every GNN recommender of the paper's Table 2 has ID embeddings.
+  covers 69% of the artists, and every GNN recommender of the paper's Table 2 has ID embeddings. The paper's
+  song inputs are content only (§4.2.1); an item without a training interaction (a cold item, or an artist
+  whose few plays all fell into validation or test: 12.8% of the test pairs of Last.fm 2K's 8:1:1 split)
+  has no identity to learn, and its ID embedding is only ever pushed away from users as a BPR negative.
+  ``unseen_item_ids="zero"`` gives such items no ID input, so their content alone represents them.
 - AGGREGATE of eqs. 2-3 is the symmetric normalised sum :math:`\hat{A}` of LightGCN.
 - σ in eq. 4 is not named: ``user_activation`` (default "tanh"; "identity", "sigmoid", "leaky_relu").
 - α, β, γ of eq. 5 are learnable scalars initialised to 1/M.
@@ -155,6 +159,10 @@ class MMGNN(RecModel):
             (default: ``"paper"``)
         reg_dense (bool, optional): λ2 also on W_u, projections, missing vectors, gates and α.
             (default: ``False``)
+        alpha_init (float, optional): initial α, β, γ of eq. 5; ``None``: 1/M. (default: ``None``)
+        unseen_item_ids (str, optional): "learned" (every item has a learned ID embedding) or "zero" (items
+            without a training interaction have none: only their content represents them). (default:
+            ``"learned"``)
 
     Shapes:
         - **output:** user ``[U, d]``, item ``[I, d]``; ``extra["users"][m]`` ``[U, d]`` and
@@ -166,7 +174,8 @@ class MMGNN(RecModel):
                  use_emotion: bool = True, mutual_learning: bool = True, mutual_weight: float = 0.5,
                  temperature: float = 1.0, ml_candidates: int = 256, modality_bpr_weight: float = 1.0,
                  user_activation: str = "tanh", init_std: float = 0.1, init: str = "pytorch",
-                 layer_weights: str = "paper", reg_dense: bool = False):
+                 layer_weights: str = "paper", reg_dense: bool = False, alpha_init: float | None = None,
+                 unseen_item_ids: str = "learned"):
         wanted = list(graph.modalities) if modalities is None else [m for m in modalities if m != "id"]
         unknown = set(wanted) - set(graph.modalities)
         if unknown:
@@ -174,6 +183,8 @@ class MMGNN(RecModel):
                              f"(available: {sorted(graph.modalities)} and 'id')")
         if user_activation not in ACTIVATIONS:
             raise ValueError(f"MMGNN: user_activation must be one of {sorted(ACTIVATIONS)}, got {user_activation!r}")
+        if unseen_item_ids not in ("learned", "zero"):
+            raise ValueError(f"MMGNN: unseen_item_ids must be 'learned' or 'zero', got {unseen_item_ids!r}")
         if init not in ("balanced", "pytorch") or layer_weights not in ("paper", "normalised"):
             raise ValueError(f"MMGNN: init must be 'balanced' or 'pytorch' (got {init!r}), layer_weights 'paper' "
                              f"or 'normalised' (got {layer_weights!r})")
@@ -192,7 +203,7 @@ class MMGNN(RecModel):
         self.num_layers, self.social_layers = num_layers, social_layers
         self.mutual_learning, self.mutual_weight, self.temperature = mutual_learning, mutual_weight, temperature
         self.modality_bpr_weight, self.ml_candidates = modality_bpr_weight, ml_candidates
-        self.layer_weights, self.reg_dense = layer_weights, reg_dense
+        self.layer_weights, self.reg_dense, self.unseen_item_ids = layer_weights, reg_dense, unseen_item_ids
         self.use_social, self.use_emotion, self.feature_names = social, emotion, feature_names
         use_id = use_id_modality and (modalities is None or "id" in modalities)
         self.names = (["id"] if use_id else []) + self.feature_names
@@ -216,7 +227,8 @@ class MMGNN(RecModel):
             n_user_parts += 1
         self.fuse = nn.Linear(n_user_parts * d, d)  # W_u, eq. 4
         self.user_activation = user_activation
-        self.alpha = nn.Parameter(torch.full((len(self.names),), 1.0 / len(self.names)))  # α, β, γ of eq. 5
+        a0 = 1.0 / len(self.names) if alpha_init is None else alpha_init
+        self.alpha = nn.Parameter(torch.full((len(self.names),), a0))  # α, β, γ of eq. 5
         if self.use_emotion:  # §3.3
             self.emo_proj = nn.Linear(graph.emotion[0].shape[1], d, bias=False)
             self.item_gate, self.user_gate = _Gate(d), _Gate(d)
@@ -245,6 +257,8 @@ class MMGNN(RecModel):
 
     def build(self, graph: RecGraph) -> None:
         self.register_buffer("adj", graph.bipartite_adjacency(), persistent=False)  # [U+I, U+I]
+        seen = torch.bincount(graph.train_edge_index[1].long(), minlength=self.num_items) > 0
+        self.register_buffer("item_seen", seen[:, None].float(), persistent=False)  # [I, 1] has a training edge
         if self.use_social:
             self.register_buffer("social_adj", graph.social_adjacency(), persistent=False)  # [U, U]
         if self.use_emotion:
@@ -261,8 +275,8 @@ class MMGNN(RecModel):
 
     # -- per-modality inputs ------------------------------------------------------------------------
     def _item_input(self, m: str) -> torch.Tensor:  # [I, d]
-        if m == "id":
-            return self.item_id.weight
+        if m == "id":  # "zero": an item without training interactions has no ID input (see the module docstring)
+            return self.item_id.weight * self.item_seen if self.unseen_item_ids == "zero" else self.item_id.weight
         feats, present = self.graph.modality(m)
         x = self.proj[_k(m)](feats)
         return torch.where(present[:, None], x, self.missing[_k(m)].expand_as(x))

@@ -4,7 +4,7 @@ A model is a plain ``nn.Module`` built from an `audiognn.data.recgraph.RecGraph`
 used by `audiognn.tasks.recommender.Recommender` through:
 
 - ``forward() -> RecOutput``: final user ``[U, d]`` and item ``[I, d]`` representations (full graph);
-- ``score(out, users [B], items [B]) -> [B]`` and ``score_all(out, users [B]) -> [B, I]``;
+- ``score(out, users [B], items [B]) -> [B]`` and ``score_all(out, users [B], items [C] = all) -> [B, C]``;
 - ``aux_losses(out, users, pos, neg) -> dict`` of extra, already weighted loss terms (MM-GNN);
 - ``reg_loss(users, pos, neg)``: 0.5 · squared L2 norm of the batch's ego (layer-0) parameter rows / B, plus
   0.5 · the squared L2 norm of the model's `RecModel.dense_parameters` (shared weights that every example
@@ -100,8 +100,9 @@ class RecModel(nn.Module):
     def score(self, out: RecOutput, users: torch.Tensor, items: torch.Tensor) -> torch.Tensor:  # [B]
         return (out.user[users] * out.item[items]).sum(-1)
 
-    def score_all(self, out: RecOutput, users: torch.Tensor) -> torch.Tensor:  # [B, I]
-        return out.user[users] @ out.item.T
+    def score_all(self, out: RecOutput, users: torch.Tensor, items: torch.Tensor | None = None) -> torch.Tensor:
+        """Scores ``[B, C]`` of ``users`` ``[B]`` for ``items`` ``[C]`` (default: all ``I`` items)."""
+        return out.user[users] @ (out.item if items is None else out.item[items]).T
 
     def aux_losses(self, out: RecOutput, users, pos, neg) -> dict[str, torch.Tensor]:
         return {}

@@ -43,7 +43,7 @@ from torch import nn
 from audiognn.checkpoint import build_from_spec, callable_spec
 from audiognn.data.recgraph import RecGraph
 from audiognn.models.recsys_base import RecModel
-from audiognn.recsys_metrics import TopKMetrics, mask_pairs_
+from audiognn.recsys_metrics import TopKMetrics, mask_pairs_, rank_top_items
 from audiognn.tasks.optim import configure_schedule
 
 STAGES = ("val", "test", "test_cold")
@@ -124,11 +124,12 @@ class Recommender(L.LightningModule):
 
     # -- scores ---------------------------------------------------------------------------------------
     @torch.no_grad()
-    def score_users(self, users: torch.Tensor) -> torch.Tensor:
-        """Unmasked scores ``[B, I]`` of every item for ``users`` ``[B]`` (one full forward per evaluation)."""
+    def score_users(self, users: torch.Tensor, items: torch.Tensor | None = None) -> torch.Tensor:
+        """Unmasked scores ``[B, C]`` of ``items`` ``[C]`` (default: every item) for ``users`` ``[B]`` (one full
+        forward per evaluation)."""
         if self._eval_cache is None:
             self._eval_cache = self.model()
-        return self.model.score_all(self._eval_cache, users).float()
+        return self.model.score_all(self._eval_cache, users, items).float()
 
     def rank_scores(self, batch: dict) -> torch.Tensor:
         """Masked scores ``[B, I]`` of an evaluation batch (``users``, ``exclude`` pairs set to -inf, items
@@ -149,8 +150,18 @@ class Recommender(L.LightningModule):
 
     # -- evaluation -----------------------------------------------------------------------------------
     def _eval_step(self, batch, stage):
-        scores = self.rank_scores(batch)
-        self.metrics[stage].update(scores, batch["target"])
+        """`rank_scores`'s ranking without its ``[B, I]`` matrix: the users with targets are scored a cache-sized
+        chunk at a time, over the candidate items only when the batch has them (`rank_top_items`)."""
+        metric, users, target = self.metrics[stage], batch["users"], batch["target"]
+        if self._eval_cache is None:  # before the chunks, which may be scored in parallel threads
+            self._eval_cache = self.model()
+        items = batch["candidates"].nonzero().squeeze(1) if "candidates" in batch else None
+        n_items = self.model.num_items
+        rows = metric.target_rows(target, len(users))
+        top = rank_top_items(lambda r: self.score_users(users[r], items), rows,
+                             min(metric.kmax(n_items), n_items if items is None else len(items)),
+                             batch["exclude"], columns=items)
+        metric.update_ranked(top, rows, target, n_items)
 
     def _eval_end(self, stages):
         self._eval_cache = None
