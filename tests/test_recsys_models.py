@@ -109,6 +109,20 @@ def test_baselines_fit_and_test_with_cold_split(cls):
     assert 0 <= res[0]["test/ndcg@50"] <= 1
 
 
+def test_mmgnn_unseen_item_ids_zero_leaves_cold_items_to_their_content():
+    dm = _dm(cold_item_fraction=0.1)
+    m = MMGNN(dm.rec_graph, embedding_dim=8, num_layers=2, unseen_item_ids="zero")
+    seen = torch.bincount(dm.rec_graph.train_edge_index[1], minlength=m.num_items) > 0
+    assert not bool(seen.all())
+    x = m._item_input("id")
+    assert bool((x[~seen] == 0).all()) and torch.equal(x[seen], m.item_id.weight[seen])
+    m.item_id.weight.data[~seen] += 5.0  # unseen items' ID rows do not reach the output
+    before = m().item[~seen]
+    m.item_id.weight.data[~seen] -= 5.0
+    assert torch.allclose(m().item[~seen], before)
+    assert MMGNN(dm.rec_graph, embedding_dim=8).modality_bpr_weight == 4.0  # the default (module docstring)
+
+
 def test_chunked_evaluation_equals_dense_masked_scores():
     """The Recommender's evaluation (chunked scoring, candidate columns) gives exactly the metrics of its dense
     masked scores (`Recommender.rank_scores`) ranked by the reference `topk_ranked` path."""
