@@ -7,7 +7,7 @@ Recommendation: a Multi-Modal GNN*) on Last.fm 2K, several seeds, mean ± std.
     python bench/recsys_lastfm.py --epochs 15 --seeds 0 1 2 --cold 0.1 --models VBPR LightGCN MM-GNN
     python bench/recsys_lastfm.py --screen --epochs 15 --seeds 0                # MM-GNN design choices
     python bench/recsys_lastfm.py --report                                      # tables of everything run so far
-    python bench/recsys_lastfm.py --eval-speed                                  # evaluator: new vs former
+    python bench/recsys_lastfm.py --eval-speed --threads 2                      # evaluator: new vs former
 
 Protocol: a seeded per-user random 8:1:1 split (``--split-seed``), full ranking of all 17,632 artists with the
 user's training items masked (and validation items at test). Every trained model gets the same number of epochs
@@ -16,8 +16,9 @@ checkpoint of its best validation Recall@20 — the same rule for all. A model s
 the BPR negatives. Batch 2048, Adam lr 0.003, embeddings initialised with std 0.01, 2 propagation layers, λ2 1e-5
 (the configs in conf/mmgnn keep §5.3's batch 1024 and lr 1e-3). With ``--cold F`` a fraction F of the artists
 is held out with all their plays and ranked among themselves (``test_cold``), scored through their features.
-Each run writes one JSON under ``--out`` and is skipped when that file exists; wall time is recorded as
-information only. The data is read from ``--root`` (default ``data/hetrec2011-lastfm-2k``).
+MM-GNN is the model's default (per-modality BPR weight 4, see its docstring); the screen starts from the former
+default, weight 1 (``SCREEN_FROM``). Each run writes one JSON under ``--out`` and is skipped when that file
+exists; wall time is recorded as information only. The data is read from ``--root`` (default ``data/hetrec2011-lastfm-2k``).
 """
 
 from __future__ import annotations
