@@ -45,7 +45,13 @@ from lightning.pytorch.callbacks import ModelCheckpoint  # noqa: E402
 from audiognn.data.recgraph import csr_row_pairs  # noqa: E402
 from audiognn.models.mmgnn import MMGNN  # noqa: E402
 from audiognn.models.recsys_baselines import BPRMF, NGCF, VBPR, LightGCN, MostPop  # noqa: E402
-from audiognn.recsys_metrics import TopKMetrics, evaluate_full_ranking, pairs_to_dense, topk_select  # noqa: E402
+from audiognn.recsys_metrics import (  # noqa: E402
+    CHUNK_ROWS,
+    TopKMetrics,
+    evaluate_full_ranking,
+    pairs_to_dense,
+    topk_select,
+)
 from audiognn.tasks.recommender import Recommender  # noqa: E402
 from datamodules.recsys import RecDataModule  # noqa: E402
 from datamodules.recsys.readers import LASTFM2K_ROOT  # noqa: E402
@@ -255,8 +261,8 @@ def eval_speed(args, repeats=7):
         times[name] = timed(fn)
         w, _, c = times[name]
         print(f"  {name:<7} wall {w * 1000:7.1f} ms ({len(users) / w:,.0f} users/s), CPU time {c * 1000:7.1f} ms")
-    prof = eval_profile(out.user, out.item, users, dm.csr("test"), masks, 64, repeats)
-    print("  new, by stage (chunk_rows 64, 1 thread, best of each): " + ", ".join(f"{k} {v * 1000:.1f} ms"
+    prof = eval_profile(out.user, out.item, users, dm.csr("test"), masks, CHUNK_ROWS, repeats)
+    print(f"  new, by stage (chunk_rows {CHUNK_ROWS}, 1 thread, best of each): " + ", ".join(f"{k} {v * 1000:.1f} ms"
                                                                         for k, v in prof.items()))
     same = times["former"][1] == times["new"][1]
     wall = times["new"][0]
