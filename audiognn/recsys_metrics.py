@@ -65,21 +65,6 @@ def topk_ranked(scores: torch.Tensor, k: int) -> torch.Tensor:
     return idx.gather(1, order)
 
 
-def topk_fast(scores: torch.Tensor, k: int) -> torch.Tensor:
-    """`topk_ranked` at the cost of one ``torch.topk``: the top k+1 values of a row are taken sorted; a row
-    where two neighbours among them are equal (a tie that may straddle the k-th place or need the item-index
-    order) is redone by `topk_ranked`, every other row already has the unique (score desc) order."""
-    n = scores.shape[1]
-    k = min(k, n)
-    vals, idx = scores.topk(min(k + 1, n), dim=1)  # sorted, descending
-    top = idx[:, :k]
-    amb = (vals[:, 1:] == vals[:, :-1]).any(1)  # [B]
-    if amb.any():
-        top = top.clone()
-        top[amb] = topk_ranked(scores[amb], k)
-    return top
-
-
 def topk_select(scores: torch.Tensor, k: int, block: int = BLOCK) -> torch.Tensor:
     """`topk_ranked` (indices ``[B, k]``, score descending then item index ascending) by a bound and one small
     sort. t = the k-th largest of the row's block maxima (blocks of ``block`` columns): k blocks hold an item

@@ -11,7 +11,6 @@ from audiognn.recsys_metrics import (
     evaluate_full_ranking,
     mask_pairs_,
     rank_top_items,
-    topk_fast,
     topk_ranked,
     topk_select,
 )
@@ -73,11 +72,9 @@ def test_topk_tie_break_is_score_then_index():
 
 
 @pytest.mark.parametrize("seed", [0, 1, 2])
-def test_topk_fast_equals_topk_ranked(seed):
-    scores, _ = random_case(seed, ties=seed < 2)  # ties and -inf rows taken by topk_ranked, the rest by topk
+def test_mask_pairs_sets_exactly_the_pairs(seed):
+    scores, _ = random_case(seed, ties=seed < 2)
     s = torch.from_numpy(scores)
-    for k in (1, 5, 50, 80):
-        assert torch.equal(topk_fast(s, k), topk_ranked(s, k))
     masked = torch.from_numpy(scores).clone()
     pairs = torch.tensor([[0, 3, 3], [5, 0, 79]])
     assert torch.isinf(mask_pairs_(masked, pairs)[pairs[0], pairs[1]]).all()
