@@ -1,6 +1,6 @@
 """Benchmark: LHGNN train-step time and peak memory, ours vs an official-style reference, at the paper's input.
 
-    python bench/lhgnn.py                                # CPU: LHGNN-s at 1024 x 128, batch 2 and 4 (~10 min)
+    python bench/lhgnn.py                                # CPU: LHGNN-s at 1024 x 128, batch 2 and 4 (~6 min)
     python bench/lhgnn.py --device cuda --model-batch 8 16 --steps 10   # GPU: bf16 autocast + torch.compile
 
 Reference (measured in the same run, same weights, same k-NN indices): LHGNN written the way the official

@@ -1,5 +1,7 @@
-"""LHGNN's memory-lean training path (audiognn/models/lean_ops.py) and activation checkpointing: same outputs,
-gradients and BatchNorm statistics as the plain module path, with far fewer saved activations."""
+"""LHGNN's memory-lean training path (audiognn/models/lean_ops.py, with the 1x1 convs as matmuls of
+audiognn/graph/pointwise.py) and activation checkpointing: same outputs, gradients and BatchNorm statistics as
+the plain module path (every conv an ``nn.Conv2d`` call, every activation saved), with far fewer saved
+activations."""
 
 import copy
 
@@ -7,6 +9,7 @@ import pytest
 import torch
 from torch import nn
 
+from audiognn.graph import pointwise
 from audiognn.graph.max_gather import gather_max_with_arg
 from audiognn.models import lean_ops
 from audiognn.models.lhgnn import LHGNN
@@ -14,6 +17,8 @@ from audiognn.models.lhgnn import LHGNN
 
 def _plain(monkeypatch):
     monkeypatch.setattr(lean_ops, "use_lean", lambda *a: False)
+    monkeypatch.setattr(lean_ops, "use_matmul", lambda *a: False)
+    monkeypatch.setattr(pointwise, "use_matmul", lambda *a: False)
 
 
 def _step(model, x, seed=3):

@@ -28,6 +28,7 @@ from audiognn.graph.fuzzy_cmeans import FuzzyCMeans
 from audiognn.graph.kmeans import KMeans
 from audiognn.graph.knn import dense_dilated_knn, pool_keys
 from audiognn.graph.max_gather import max_gather
+from audiognn.graph.pointwise import pointwise_conv
 from audiognn.graph.relative_pos import RelativePositionCache
 
 KERNELS = ("both", "local", "higher")
@@ -159,7 +160,8 @@ class LHGConv(nn.Module):
         return self.stack_terms(x, [max_gather(rows, idx) for _, rows, idx in self.sources(x)])
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        return self.nn(self.aggregate(x))
+        conv, bn, act = self.nn
+        return act(bn(pointwise_conv(self.aggregate(x), conv)))  # sigma: the 1x1 conv as a matmul on the CPU
 
     def extra_repr(self) -> str:
         return f"C={self.channels}, kernel={self.kernel!r}, k={self.k}, d={self.dilation}, r={self.reduce}, K={self.top_clusters}"

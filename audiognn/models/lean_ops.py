@@ -27,6 +27,7 @@ from torch import nn
 
 from audiognn.graph.lhg_conv import LHGConv
 from audiognn.graph.max_gather import gather_max_with_arg
+from audiognn.graph.pointwise import pointwise_conv, pointwise_conv_backward, use_matmul
 
 __all__ = ["bn_act_conv", "bn_graph_conv", "conv_backward", "frozen_batchnorm_stats", "use_lean"]
 
@@ -42,7 +43,10 @@ def use_lean(x: torch.Tensor, module: nn.Module) -> bool:
 
 
 def conv_backward(grad: torch.Tensor, inp: torch.Tensor, conv: nn.Conv2d) -> tuple:
-    """(grad input, grad weight, grad bias or None) of ``conv(inp)`` without re-running the conv."""
+    """(grad input, grad weight, grad bias or None) of ``conv(inp)`` without re-running the conv (1x1 convs on the
+    CPU as the matmul of ``graph/pointwise.py``, the form their forward took)."""
+    if use_matmul(inp, conv):
+        return pointwise_conv_backward(grad, inp, conv)
     has_bias = conv.bias is not None
     return torch.ops.aten.convolution_backward(
         grad, inp, conv.weight, [conv.out_channels] if has_bias else None, list(conv.stride), list(conv.padding),
@@ -87,7 +91,7 @@ class _BnActConv(torch.autograd.Function):
         b, mean, invstd = bn_forward(a, bn)
         h = F.gelu(b)
         del b
-        out = conv(dw(h) if dw is not None else h)
+        out = pointwise_conv(dw(h) if dw is not None else h, conv)
         ctx.mods = (bn, dw, conv)
         ctx.save_for_backward(a, mean, invstd)
         return out
@@ -119,7 +123,7 @@ def bn_act_conv(a: torch.Tensor, bn: nn.BatchNorm2d, dw: nn.Conv2d | None, conv:
     """
     if not use_lean(a, bn):
         h = F.gelu(bn(a))
-        return conv(dw(h) if dw is not None else h)
+        return pointwise_conv(dw(h) if dw is not None else h, conv)
     params = [bn.weight, bn.bias] + ([dw.weight, dw.bias] if dw is not None else []) + [conv.weight]
     params += [conv.bias] if conv.bias is not None else []
     return _BnActConv.apply(a, bn, dw, conv, *params)
@@ -156,7 +160,7 @@ class _BnGraphConv(torch.autograd.Function):
             rows_kept.append(rows if kind != "local" else None)  # centroids: constants; keys: recomputed
         ctx.mods, ctx.kinds, ctx.rows = (bn, graph), kinds, rows_kept
         ctx.save_for_backward(a, mean, invstd, *args)
-        return graph.nn[0](graph.stack_terms(b, maxima))
+        return pointwise_conv(graph.stack_terms(b, maxima), graph.nn[0])
 
     @staticmethod
     def backward(ctx, grad):
@@ -185,5 +189,5 @@ def bn_graph_conv(a: torch.Tensor, bn: nn.BatchNorm2d, graph: LHGConv) -> torch.
     """
     conv = graph.nn[0]
     if not use_lean(a, bn):
-        return conv(graph.aggregate(bn(a)))
+        return pointwise_conv(graph.aggregate(bn(a)), conv)
     return _BnGraphConv.apply(a, bn, graph, bn.weight, bn.bias, conv.weight, conv.bias)

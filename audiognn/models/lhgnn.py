@@ -35,6 +35,7 @@ from torch import nn
 from torch.utils.checkpoint import checkpoint
 
 from audiognn.graph.lhg_conv import LHGConv
+from audiognn.graph.pointwise import pointwise_conv
 from audiognn.graph.relative_pos import RelativePositionCache
 from audiognn.models.base import AudioBackbone
 from audiognn.models.lean_ops import bn_act_conv, bn_graph_conv, frozen_batchnorm_stats
@@ -113,7 +114,7 @@ class Grapher(nn.Module):
         self.drop_path = DropPath(drop_path)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:  # [B, C, H, W]
-        g = bn_graph_conv(self.fc1[0](x), self.fc1[1], self.graph_conv)  # fc1, eq. 3's concat, sigma's conv
+        g = bn_graph_conv(pointwise_conv(x, self.fc1[0]), self.fc1[1], self.graph_conv)  # fc1, eq. 3's concat, sigma's conv
         h = bn_act_conv(g, self.graph_conv.nn[1], None, self.fc2[0])  # sigma's BN + GELU, then h's conv
         return x + self.drop_path(self.fc2[1](h))
 
@@ -130,7 +131,7 @@ class ConvFFN(nn.Module):
         self.drop_path = DropPath(drop_path)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        h = bn_act_conv(self.fc1[0](x), self.fc1[1], self.dw, self.fc2[0])  # BN, GELU, dw conv, 1x1 4C -> C
+        h = bn_act_conv(pointwise_conv(x, self.fc1[0]), self.fc1[1], self.dw, self.fc2[0])  # BN, GELU, dw conv, 1x1 4C -> C
         return x + self.drop_path(self.fc2[1](h))
 
 
