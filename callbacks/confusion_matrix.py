@@ -112,8 +112,8 @@ class ConfusionMatrixPlot(Callback):
             return preds.detach(), outputs["target"].detach()
         if isinstance(batch, Mapping) and "x" in batch and "y" in batch:
             with torch.no_grad():
-                fn = getattr(pl_module, "eval_logits", pl_module)
-                logits = fn(batch["x"])
+                fn = getattr(pl_module, "eval_logits", None)
+                logits = fn(batch["x"], batch.get("valid")) if fn is not None else pl_module(batch["x"])
             y = batch["y"]
             target = y.argmax(-1) if y.dim() == 2 else y
             return logits.argmax(-1), target.long()

@@ -76,20 +76,20 @@ class AudioFiles(IterableDataset):
 
     def _item(self, path: str) -> dict | None:
         try:
-            mel, _ = extract(path, self.cfg)
+            mel, valid = extract(path, self.cfg)
         except Exception as exc:  # AudioError, or a decoder's own error: one bad file must not stop the run
             reason, detail = (exc.reason, exc.detail) if isinstance(exc, AudioError) else ("error", repr(exc))
             self.failures.append({"path": path, "reason": reason, "detail": detail})
             warnings.warn(f"predict: skipped {path}: {reason} {detail}".rstrip(), stacklevel=2)
             return None
-        return {"x": mel.to(torch.float16), "y": torch.zeros(self.num_classes), "key": path}
+        return {"x": mel.to(torch.float16), "y": torch.zeros(self.num_classes), "key": path, "valid": valid}
 
     def __iter__(self):
         self.failures.clear()
         items = (item for item in map(self._item, self.paths) if item is not None)
         while batch := list(itertools.islice(items, self.batch_size)):
             yield {"x": torch.stack([b["x"] for b in batch]), "y": torch.stack([b["y"] for b in batch]),
-                   "key": [b["key"] for b in batch]}
+                   "key": [b["key"] for b in batch], "valid": torch.tensor([b["valid"] for b in batch])}
 
 
 PIPELINE_ORDERS = ("normalise_first", "augment_first")

@@ -61,16 +61,17 @@ def _read_shard(url: str, count: int, sha256: str | None, skip: bool, counter) -
 
 
 def _example(sample: dict, num_classes: int, crop: int | None, rng: random.Random | None) -> tuple:
-    """(key, mel [T', F], multi-hot y) of a raw sample, randomly cropped to ``crop`` valid frames."""
+    """(key, mel [T', F], multi-hot y, valid frames in mel) of a raw sample, randomly cropped to ``crop``
+    valid frames (a clip shorter than ``crop``: its start, padding included)."""
     key, mel, meta = decode_sample(sample)
+    valid = min(int(meta.get("valid_frames") or mel.shape[0]), mel.shape[0])
     if crop is not None and mel.shape[0] > crop:
-        valid = int(meta.get("valid_frames", mel.shape[0]))
-        hi = max(0, min(valid, mel.shape[0]) - crop)
-        s = rng.randint(0, hi) if rng is not None else 0
+        s = rng.randint(0, max(0, valid - crop)) if rng is not None else 0
         mel = mel[s : s + crop]
+        valid = min(crop, valid - s)
     y = np.zeros(num_classes, dtype=np.float32)
     y[meta["labels"]] = 1.0
-    return key, mel, y
+    return key, mel, y, valid
 
 
 class ShardStream(IterableDataset):
@@ -161,8 +162,9 @@ class ShardStream(IterableDataset):
 
     @staticmethod
     def _collate(items: list[tuple]) -> dict:
-        keys, mels, ys = zip(*items)
-        return {"x": torch.from_numpy(np.stack(mels)), "y": torch.from_numpy(np.stack(ys)), "key": list(keys)}
+        keys, mels, ys, valid = zip(*items)
+        return {"x": torch.from_numpy(np.stack(mels)), "y": torch.from_numpy(np.stack(ys)), "key": list(keys),
+                "valid": torch.tensor(valid, dtype=torch.long)}  # frames of audio in each x, the rest padding
 
     def __iter__(self):
         info = get_worker_info()

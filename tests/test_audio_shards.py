@@ -223,3 +223,27 @@ def test_read_split_clips_local_and_url(tmp_path, make_shards):
     (tmp_path / "train-000001.tar").unlink()
     with pytest.raises(FileNotFoundError, match="train-000001.tar"):
         read_split_clips(tmp_path, "train")
+
+
+def test_batches_carry_the_valid_frames_of_each_clip(tmp_path):
+    """``batch["valid"]``: the frames of audio in each x (prepare's ``valid_frames``; within a training crop,
+    what of the crop is audio)."""
+    import webdataset as wds
+
+    from audiognn.data.shards import encode_sample
+
+    lengths = [3, 10, 16, 6]
+    with open(tmp_path / "s.tar", "wb") as fh, wds.TarWriter(fh, encoder=False) as w:
+        for i, v in enumerate(lengths):
+            mel = np.zeros((16, 4), np.float16)
+            mel[:v] = 1.0  # audio, then zero padding
+            w.write(encode_sample(f"c{i}", mel, {"labels": [0], "split": "train", "valid_frames": v}))
+    url = [str(tmp_path / "s.tar")]
+    (batch,) = list(ShardStream(url, [4], 2, batch_size=4, mode="eval"))
+    assert batch["valid"].tolist() == lengths
+    for seed in range(5):
+        (batch,) = list(ShardStream(url, [4], 2, batch_size=4, mode="exact", seed=seed, crop_frames=8))
+        assert batch["x"].shape == (4, 8, 4)
+        # a crop starts inside the audio; its valid frames are exactly its non-padding rows
+        assert batch["valid"].tolist() == (batch["x"][:, :, 0] == 1.0).sum(1).tolist()
+        assert (batch["x"][:, 0, 0] == 1.0).all()

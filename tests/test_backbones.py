@@ -81,3 +81,19 @@ def test_audio_classifier_load_from_checkpoint_alone(tmp_path):
     assert isinstance(loaded.backbone, CNN) and loaded.class_names == list("abcde")
     with torch.no_grad():
         torch.testing.assert_close(loaded(_x()), task.eval()(_x()))
+
+
+def test_crop_evaluation_leaves_out_crops_of_padding_only():
+    """eval_logits with ``valid``: the mean over the crops that start inside the audio (never fewer than one)."""
+    from audiognn.tasks.audio_classifier import AudioClassifier
+
+    task = AudioClassifier(BACKBONES["cnn"], num_classes=C, eval_crop_frames=8).eval()
+    x = torch.randn(3, 32, F)  # 4 crops of 8 frames
+    valid = torch.tensor([32, 9, 0])  # all 4 crops; crops 0-1 (crop 1 starts at frame 8 < 9); crop 0 only
+    with torch.no_grad():
+        crops = task(x.reshape(12, 8, F)).view(3, 4, C)
+        out = task.eval_logits(x, valid)
+        torch.testing.assert_close(out[0], crops[0].mean(0))
+        torch.testing.assert_close(out[1], crops[1, :2].mean(0))
+        torch.testing.assert_close(out[2], crops[2, 0])
+        torch.testing.assert_close(task.eval_logits(x), crops.mean(1))  # no valid: every crop

@@ -107,15 +107,25 @@ class AudioClassifier(L.LightningModule):
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         return self.backbone(x)
 
-    def eval_logits(self, x: torch.Tensor) -> torch.Tensor:
+    def eval_logits(self, x: torch.Tensor, valid: torch.Tensor | None = None) -> torch.Tensor:
         """Clip-level logits ``[B, C]`` of ``x: [B, T, F]``: the mean over consecutive crops of
-        ``eval_crop_frames`` frames when set and the clip is longer, else ``forward(x)``."""
+        ``eval_crop_frames`` frames when set and the clip is longer, else ``forward(x)``.
+
+        ``valid`` ([B], frames of audio before the zero padding of prepare; the batch's ``"valid"``): crops that
+        start in the padding are left out of the mean (training never shows a crop of padding only); the first
+        crop always counts. None: every crop counts."""
         c = self.hparams.eval_crop_frames
         if c is None or x.shape[1] <= c:
             return self(x)
         n = x.shape[1] // c
         crops = x[:, : n * c].reshape(x.shape[0] * n, c, x.shape[2])  # [B·n, c, F]
-        return self(crops).view(x.shape[0], n, -1).mean(1)  # mean of crop logits per clip
+        logits = self(crops).view(x.shape[0], n, -1)
+        if valid is None:
+            return logits.mean(1)  # mean of crop logits per clip
+        starts = torch.arange(n, device=x.device) * c
+        keep = (starts.unsqueeze(0) < valid.to(x.device).unsqueeze(1)) | (starts == 0).unsqueeze(0)  # [B, n]
+        w = keep.to(logits.dtype).unsqueeze(-1)
+        return (logits * w).sum(1) / w.sum(1)
 
     def loss(self, logits: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
         if self.multilabel:
@@ -132,7 +142,7 @@ class AudioClassifier(L.LightningModule):
         return loss
 
     def _eval_step(self, batch: dict, stage: str) -> EvalOutput:
-        logits = self.eval_logits(batch["x"])
+        logits = self.eval_logits(batch["x"], batch.get("valid"))
         loss = self.losses[stage]
         loss.update(self.loss(logits, batch["y"]), weight=batch["x"].shape[0])
         self.log(f"{stage}/loss", loss, on_step=False, on_epoch=True)
@@ -161,7 +171,7 @@ class AudioClassifier(L.LightningModule):
             self.test_ap.reset()
 
     def predict_step(self, batch: dict, batch_idx: int) -> list[dict]:
-        scores = self._scores(self.eval_logits(batch["x"]))
+        scores = self._scores(self.eval_logits(batch["x"], batch.get("valid")))
         k = min(self.hparams.top_k, self.num_classes)
         top = scores.topk(k, dim=1)
         return [
