@@ -84,7 +84,7 @@ def test_node_features_are_mfcc_statistics():
 
 
 @pytest.mark.parametrize("conv", CONVS)
-@pytest.mark.parametrize("node_features", ["mfcc", "logmel"])
+@pytest.mark.parametrize("node_features", ["mfcc", "logmel", "conv"])
 def test_every_conv_forward_backward(conv, node_features):
     m = GenreGNN(
         5,

@@ -14,7 +14,9 @@ What this implementation chooses (the paper does not say):
   "edges by feature similarity" would mean nothing: :class:`~audiognn.graph.segment_graph.CompleteGraphWarning`);
   its features are the mean and standard deviation over the segment's frames of either its MFCCs
   (``node_features="mfcc"``, :func:`audiognn.features.mfcc_from_logmel`, ``n_mfcc`` coefficients) or of the
-  log-mel itself (``"logmel"``). The input is the *normalised* log-mel; the DCT is linear, so the MFCCs
+  log-mel itself (``"logmel"``), or of learned frame features (``"conv"``: :class:`FrameEncoder`, a small
+  2-D conv stack that pools the mel axis away and keeps every frame; a departure from §4.2 for recordings where
+  hand-made statistics of 0.32 s segments fall short). The input is the *normalised* log-mel; the DCT is linear, so the MFCCs
   are those of the raw log-mel up to an affine map, which the first linear layer absorbs;
 - edges: each segment receives messages from its ``k`` nearest segments of the same clip
   (cosine or Euclidean distance of the node features, self excluded), plus optional temporal edges
@@ -52,7 +54,7 @@ from audiognn.graph.segment_graph import (  # noqa: F401  (re-exported)
 from audiognn.models.base import AudioBackbone, check_choice
 
 CONVS = ("gcn", "sage", "gat", "gin", "edge")
-NODE_FEATURES = ("mfcc", "logmel")
+NODE_FEATURES = ("mfcc", "logmel", "conv")
 
 
 def _mlp(i: int, h: int, o: int) -> nn.Sequential:
@@ -73,6 +75,26 @@ def _make_conv(kind: str, hidden: int, heads: int) -> nn.Module:
     if kind == "edge":
         return EdgeConv(_mlp(2 * hidden, hidden, hidden), aggr="max")
     raise ValueError(f"conv must be one of {CONVS}, got {kind!r}")
+
+
+class FrameEncoder(nn.Module):
+    """Learned frame features for ``node_features="conv"``: blocks of conv 3x3 -> BN -> ReLU -> max-pool of 4
+    mel bins (time kept whole), then the mean over the remaining bins.
+
+    Shapes: x [B, T, F] -> [B, T, channels[-1]]."""
+
+    def __init__(self, channels: tuple[int, ...] = (16, 32, 64)):
+        super().__init__()
+        layers, cin = [], 1
+        for c in channels:
+            layers += [nn.Conv2d(cin, c, 3, padding=1, bias=False), nn.BatchNorm2d(c), nn.ReLU(inplace=True)]
+            layers.append(nn.MaxPool2d((1, 4), ceil_mode=True))
+            cin = c
+        self.net = nn.Sequential(*layers)
+        self.out_dim = cin
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.net(x.float().unsqueeze(1)).mean(-1).transpose(1, 2)  # [B, C, T, F'] -> [B, T, C]
 
 
 class GenreGNN(AudioBackbone):
@@ -96,8 +118,10 @@ class GenreGNN(AudioBackbone):
             (default: ``32``)
         segment_hop (int, optional): hop between segments in frames (overlapping segments: S >> k);
             ``None``: segment_frames (non-overlapping). (default: ``8``)
-        node_features (str, optional): ``"mfcc"`` (§4.2) or ``"logmel"`` (§5's alternative).
-            (default: ``"mfcc"``)
+        node_features (str, optional): ``"mfcc"`` (§4.2), ``"logmel"`` (§5's alternative) or ``"conv"``
+            (learned frame features, :class:`FrameEncoder`; not in the paper). (default: ``"mfcc"``)
+        encoder_channels (tuple[int, ...], optional): :class:`FrameEncoder` channels (``"conv"`` only).
+            (default: ``(16, 32, 64)``)
         n_mfcc (int, optional): MFCC coefficients (librosa's default, which the paper uses via LibRosa).
             (default: ``20``)
         k (int, optional): nearest segments per node. (default: ``8``)
@@ -123,6 +147,7 @@ class GenreGNN(AudioBackbone):
         segment_hop: int | None = 8,
         node_features: str = "mfcc",
         n_mfcc: int = 20,
+        encoder_channels: tuple[int, ...] = (16, 32, 64),
         k: int = 8,
         temporal: bool = True,
         metric: str = "cosine",
@@ -145,7 +170,8 @@ class GenreGNN(AudioBackbone):
         self.node_features = node_features
         self.k, self.temporal, self.metric, self.conv_kind = k, temporal, metric, conv
         self.n_mfcc = n_mfcc if node_features == "mfcc" else None
-        in_dim = 2 * (self.n_mfcc or n_mels)
+        self.encoder = FrameEncoder(tuple(encoder_channels)) if node_features == "conv" else None
+        in_dim = 2 * (self.encoder.out_dim if self.encoder is not None else self.n_mfcc or n_mels)
         self.input = nn.Sequential(nn.BatchNorm1d(in_dim), nn.Linear(in_dim, hidden), nn.ReLU())
         self.convs = nn.ModuleList(_make_conv(conv, hidden, heads) for _ in range(num_layers))
         self.norms = nn.ModuleList(nn.BatchNorm1d(hidden) for _ in range(num_layers))
@@ -159,7 +185,10 @@ class GenreGNN(AudioBackbone):
         """``x: [B, T, F]`` -> node features ``[B, S, D]`` (mean and std over each segment's frames)."""
         if x.dim() != 3 or x.shape[-1] != self.n_mels:
             raise ValueError(f"GenreGNN expects x [B, T, {self.n_mels}] log-mel, got shape {tuple(x.shape)}")
-        x = x.float() if self.n_mfcc is None else mfcc_from_logmel(x, self.n_mfcc)  # [B, T, D']
+        if self.encoder is not None:
+            x = self.encoder(x)  # [B, T, C]
+        else:
+            x = x.float() if self.n_mfcc is None else mfcc_from_logmel(x, self.n_mfcc)  # [B, T, D']
         seg = segment_frames_of(x, self.segment_frames, self.segment_hop)  # [B, S, L, D']
         return torch.cat([seg.mean(2), seg.std(2, unbiased=False)], dim=-1)  # [B, S, 2D']
 
