@@ -21,8 +21,8 @@ from pathlib import Path
 import torch
 from lightning.pytorch.callbacks import BasePredictionWriter
 
-from audiognn.models.base import AudioBackbone
 from audiognn.data.modality_file import write_modality
+from audiognn.models.base import AudioBackbone
 
 
 class EmbeddingWriter(BasePredictionWriter):
