@@ -47,21 +47,37 @@ MODELS = ("cnn", "rnn", "gnn", "lhgnn")
 NAMES = {"cnn": "CNN", "rnn": "RNN (BiLSTM)", "gnn": "GenreGNN", "lhgnn": "LHGNN-tiny"}
 
 
+#: the recipe's trainer callbacks that change the trained weights, and so the result: the bench keeps them
+AVERAGING = "callbacks.weight_averaging."
+
+
 def recipe(name: str, overrides: list[str] = ()) -> dict:
     """The ``model`` and ``data`` init args of ``conf/urbansound8k/<name>.yaml``, its ``compose:`` fragments
-    merged in (as ``train.py`` reads it), then ``overrides``: ``"data.train_crop_frames=128"``,
-    ``"model.backbone.init_args.hidden=64"`` (dotted path ``=`` a YAML value; ``null`` removes the key)."""
+    merged in (as ``train.py`` reads it), and its weight-averaging callbacks (``averaging``, when it has any:
+    they change the trained weights), then ``overrides``: ``"data.train_crop_frames=128"``,
+    ``"model.backbone.init_args.hidden=64"`` (dotted path ``=`` a YAML value; ``null`` removes the key),
+    ``"averaging=[{class_path: callbacks.weight_averaging.EMAWeightAveraging, init_args: {decay: 0.99}}]"``."""
     import yaml
 
     from audiognn.cli.runs import load_composed
 
     cfg = load_composed(ROOT / "conf" / "urbansound8k" / f"{name}.yaml")
     r = copy.deepcopy({"model": cfg["model"]["init_args"], "data": cfg["data"]["init_args"]})
+    averaging = [c for c in (cfg.get("trainer") or {}).get("callbacks") or []
+                 if isinstance(c, dict) and str(c.get("class_path", "")).startswith(AVERAGING)]
+    if averaging:  # only then a key: the digest of a recipe without weight averaging stays what it was
+        r["averaging"] = copy.deepcopy(averaging)
     for item in overrides:
         path, _, value = item.partition("=")
         *parents, leaf = path.split(".")
+        if path == "averaging" and _:  # the weight-averaging callbacks, a YAML list ([] or null: none)
+            r.pop("averaging", None)
+            if v := yaml.safe_load(value):
+                r["averaging"] = v
+            continue
         if not _ or parents[:1] not in (["model"], ["data"]):
-            raise ValueError(f"override {item!r}: expected model.<path>=<value> or data.<path>=<value>")
+            raise ValueError(f"override {item!r}: expected model.<path>=<value>, data.<path>=<value> or "
+                             "averaging=<list of callbacks>")
         node = r
         for part in parents:
             if not isinstance(node.get(part), dict):
@@ -134,7 +150,8 @@ def run_one(name: str, root: Path, test_fold: int, folds: list[int], args) -> di
                             optimizer=_callable(m["optimizer"]), scheduler=_callable(m.get("scheduler")),
                             eval_crop_frames=crop)
     timer, cm = EpochTimer(), ConfusionMatrixPlot(every_n_epochs=10**9)
-    trainer = _trainer(args.epochs, [timer, cm, _progress(f"{name} fold {test_fold}", timer)])
+    averaging = [_callable(c)() for c in r.get("averaging", [])]  # the averaged weights are the ones tested
+    trainer = _trainer(args.epochs, [*averaging, timer, cm, _progress(f"{name} fold {test_fold}", timer)])
     load0 = os.getloadavg()
     trainer.fit(model, dm)
     load1 = os.getloadavg()

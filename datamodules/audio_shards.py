@@ -39,7 +39,7 @@ from datamodules.readers.folder import FOLDER_EXTENSIONS
 from datamodules.readers.synthetic import ensure_synthetic, synthetic_info
 from datamodules.shard_stream import EpochLoader, ShardStream, SharedCounter
 from datamodules.synthetic import SyntheticConfig
-from datamodules.transforms import Mixup, SpecAugment
+from datamodules.transforms import Mixup, SpecAugment, SpecWarp
 
 
 def audio_paths(paths: list[str]) -> list[str]:
@@ -132,6 +132,10 @@ class AudioShardDataModule(L.LightningDataModule):
         freq_mask / time_mask: :class:`~datamodules.transforms.SpecAugment` widths, in bins / frames (int) or
             as a fraction of the clip's (float < 1: one setting for every clip length); LHGNN §III-A: 48 bins,
             192 frames of 1024; 0 disables.
+        time_stretch / pitch_shift / time_shift / gain_db: :class:`~datamodules.transforms.SpecWarp`, the
+            log-mel counterparts of SB-CNN's waveform augmentation (Salamon and Bello 2017): largest relative
+            rate change (0.25: rates 0.8-1.25), largest shift in mel bins, largest time shift as a fraction of
+            the clip, largest gain in dB; drawn per example, before mixup; 0 disables each (the default).
         seed: seed of the per-epoch plan, crops and shuffling.
         skip_corrupt_shards: warn about and skip a corrupt shard instead of stopping (counted in
             ``corrupt_shards``, logged as ``data/corrupt_shards`` by the ``DataHealth`` callback). A shard is corrupt
@@ -166,6 +170,10 @@ class AudioShardDataModule(L.LightningDataModule):
         norm: Literal["dataset"] | dict[str, float] = "dataset",
         freq_mask: int | float = 48,
         time_mask: int | float = 192,
+        time_stretch: float = 0.0,
+        pitch_shift: float = 0.0,
+        time_shift: float = 0.0,
+        gain_db: float = 0.0,
         seed: int = 0,
         skip_corrupt_shards: bool = False,
         synthetic: SyntheticConfig | None = None,
@@ -195,6 +203,7 @@ class AudioShardDataModule(L.LightningDataModule):
         self.predict_failures: list[dict] = []
         self.mixup = Mixup(mixup_alpha, mixup_prob, mixup_domain)
         self.spec_augment = SpecAugment(freq_mask, time_mask)
+        self.spec_warp = SpecWarp(time_stretch, pitch_shift, time_shift, gain_db)
 
     @property
     def data_info(self) -> dict:
@@ -280,7 +289,7 @@ class AudioShardDataModule(L.LightningDataModule):
 
     # --- on the device -------------------------------------------------------------------------------
     def on_after_batch_transfer(self, batch: dict, dataloader_idx: int) -> dict:
-        """Normalise ``x`` with ``mean``/``std``; while training, apply mixup then SpecAugment: after the
+        """Normalise ``x`` with ``mean``/``std``; while training, apply SpecWarp, mixup then SpecAugment: after the
         normalisation (``"normalise_first"``) or before it, on the raw log-mel (``"augment_first"``)."""
         x, y = batch["x"].float(), batch["y"]  # [B, T, F], [B, C]
         train = self.trainer is not None and self.trainer.training
@@ -288,6 +297,7 @@ class AudioShardDataModule(L.LightningDataModule):
         if not first:
             x = (x - self.mean) / self.std
         if train:
+            x, y = self.spec_warp(x, y, log_scale=1.0 if first else 1.0 / self.std)
             for transform in (self.mixup, self.spec_augment):
                 x, y = transform(x, y)
         if first:

@@ -2,6 +2,7 @@
 
 import io
 import json
+import math
 from types import SimpleNamespace
 
 import numpy as np
@@ -144,6 +145,24 @@ def test_augmentation_only_while_training_and_normalisation_always(tmp_path, mak
     torch.manual_seed(0)
     out = dm.on_after_batch_transfer(batch, 0)
     assert not torch.equal(out["x"], (batch["x"].float() - 1.0) / 2.0)
+
+
+@pytest.mark.parametrize("order", ["normalise_first", "augment_first"])
+def test_spec_warp_while_training_only_with_gain_in_log_units(tmp_path, make_shards, order):
+    """SpecWarp runs on training batches only, before mixup; a gain of g dB adds g ln(10)/10 to the raw log-mel,
+    g ln(10)/10 / std once normalised (dataset.json std 2)."""
+    dm = _dm(tmp_path, make_shards, mixup_prob=0.0, freq_mask=0, time_mask=0, gain_db=10.0, pipeline_order=order)
+    batch = next(iter(dm.val_dataloader()))
+    norm = (batch["x"].float() - 1.0) / 2.0
+    dm.trainer = SimpleNamespace(training=False)
+    torch.testing.assert_close(dm.on_after_batch_transfer(batch, 0)["x"], norm)
+    dm.trainer = SimpleNamespace(training=True)
+    torch.manual_seed(0)
+    g = dm.spec_warp.draw(len(batch["x"]))[3]
+    torch.manual_seed(0)
+    out = dm.on_after_batch_transfer(batch, 0)["x"]
+    torch.testing.assert_close(out - norm, (g * math.log(10) / 10 / 2.0).view(-1, 1, 1).expand_as(norm))
+    assert g.abs().min() > 0 and g.std() > 0
 
 
 @pytest.mark.parametrize("fmt", ["USTAR_FORMAT", "GNU_FORMAT", "PAX_FORMAT"])

@@ -40,3 +40,29 @@ def test_overrides_and_digest():
         mod.recipe("cnn", ["trainer.max_epochs=3"])
     with pytest.raises(ValueError, match="model.<path>"):
         mod.recipe("cnn", ["data.batch_size"])
+
+
+def test_weight_averaging_of_a_recipe_is_kept_and_can_be_overridden(tmp_path, monkeypatch):
+    """A recipe's weight-averaging callback changes the tested weights: the bench keeps it (and its digest
+    changes with it); ``averaging=[...]`` sets it for a screen, ``averaging=[]`` removes it."""
+    mod = _bench()
+    ema = "[{class_path: callbacks.weight_averaging.EMAWeightAveraging, init_args: {decay: 0.99}}]"
+    r = mod.recipe("cnn", [f"averaging={ema}"])
+    assert r["averaging"] == [{"class_path": "callbacks.weight_averaging.EMAWeightAveraging",
+                               "init_args": {"decay": 0.99}}]
+    assert mod.recipe_id(r) != mod.recipe_id(mod.recipe("cnn", [f"averaging={ema.replace('0.99', '0.9')}"]))
+    cb = mod._callable(r["averaging"][0])()
+    from callbacks.weight_averaging import EMAWeightAveraging
+
+    assert isinstance(cb, EMAWeightAveraging)
+    conf = tmp_path / "conf" / "urbansound8k"
+    conf.mkdir(parents=True)
+    (conf / "x.yaml").write_text(
+        "model: {init_args: {backbone: {class_path: a.B}}}\ndata: {init_args: {batch_size: 4}}\n"
+        "trainer:\n  callbacks:\n    - class_path: lightning.pytorch.callbacks.LearningRateMonitor\n"
+        "    - class_path: callbacks.weight_averaging.WindowWeightAveraging\n      init_args: {wa_start: 2}\n")
+    monkeypatch.setattr(mod, "ROOT", tmp_path)
+    r = mod.recipe("x")
+    assert r["averaging"] == [{"class_path": "callbacks.weight_averaging.WindowWeightAveraging",
+                               "init_args": {"wa_start": 2}}]  # only the callbacks that change the weights
+    assert "averaging" not in mod.recipe("x", ["averaging=[]"])

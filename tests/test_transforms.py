@@ -1,5 +1,7 @@
 """SpecAugment widths relative to the clip (floats in (0, 1)) or absolute (ints), as the DataModule passes them."""
 
+import math
+
 import pytest
 import torch
 
@@ -30,3 +32,53 @@ def test_disabled_masks_pass_through():
     x = torch.randn(2, 10, 8)
     out, y = SpecAugment(0, 0.0)(x, "y")
     assert out is x and y == "y"
+
+
+def _params(b, rate=1.0, shift=0.0, pitch=0.0, gain=0.0):
+    return tuple(torch.full((b,), float(v), dtype=torch.float64) for v in (rate, shift, pitch, gain))
+
+
+def test_spec_warp_identity_and_exact_shifts():
+    """Each warp against its brute-force form: whole-bin / whole-frame shifts and rate 2 read the input cells
+    they name, cells from outside the clip are 0, the gain adds g ln(10)/10 / sigma."""
+    from datamodules.transforms import SpecWarp
+
+    x, w = torch.randn(3, 40, 16, dtype=torch.float64), SpecWarp(0.25, 2, 0.1, 6)
+    assert torch.allclose(w(x, params=_params(3))[0], x, atol=1e-9)
+    y = w(x, params=_params(3, pitch=2))[0]  # f reads f + 2
+    assert torch.allclose(y[:, :, :-2], x[:, :, 2:], atol=1e-9) and (y[:, :, -2:].abs() < 1e-9).all()
+    y = w(x, params=_params(3, pitch=-1))[0]
+    assert torch.allclose(y[:, :, 1:], x[:, :, :-1], atol=1e-9) and (y[:, :, 0].abs() < 1e-9).all()
+    y = w(x, params=_params(3, shift=3 / 39))[0]  # t reads t + 3
+    assert torch.allclose(y[:, :-3], x[:, 3:], atol=1e-9) and (y[:, -3:].abs() < 1e-9).all()
+    y = w(x, params=_params(3, rate=2.0))[0]  # t reads 2t, anchored at the first frame
+    assert torch.allclose(y[:, :20], x[:, 0::2], atol=1e-9) and (y[:, 20:].abs() < 1e-9).all()
+    y = w(x, params=_params(3, rate=0.5))[0]  # a stretch by 2: even frames are the input, odd ones halfway
+    assert torch.allclose(y[:, 0::2], x[:, :20], atol=1e-9)
+    assert torch.allclose(y[:, 1:39:2], (x[:, :19] + x[:, 1:20]) / 2, atol=1e-9)
+    y = w(x, log_scale=0.5, params=_params(3, gain=10.0))[0]
+    assert torch.allclose(y - x, torch.full_like(x, math.log(10) * 0.5), atol=1e-9)
+
+
+def test_spec_warp_draws_within_its_ranges_per_example():
+    from datamodules.transforms import SpecWarp
+
+    torch.manual_seed(0)
+    rate, shift, pitch, gain = SpecWarp(0.25, 3, 0.2, 6).draw(4000)
+    assert 0.8 - 1e-6 <= rate.min() < 0.82 and 1.23 < rate.max() <= 1.25 + 1e-6
+    assert abs(torch.log(rate).mean()) < 0.01  # log-uniform: as many slower as faster
+    for v, hi in ((shift, 0.2), (pitch, 3.0), (gain, 6.0)):
+        assert v.abs().max() <= hi and v.abs().max() > 0.95 * hi and abs(v.mean()) < 0.05 * hi
+    assert SpecWarp().draw(2)[0].eq(1).all() and not SpecWarp().enabled
+    x = torch.randn(2, 10, 8)
+    assert SpecWarp()(x)[0] is x  # disabled: untouched
+    out = SpecWarp(0.25, 3, 0.2, 6)(torch.randn(5, 50, 16))[0]
+    assert out.shape == (5, 50, 16) and not torch.equal(out[0], out[1])
+
+
+@pytest.mark.parametrize("bad", [{"time_stretch": -0.1}, {"time_shift": 1.5}, {"gain_db": "6"}])
+def test_spec_warp_rejects_bad_settings(bad):
+    from datamodules.transforms import SpecWarp
+
+    with pytest.raises(ValueError, match=next(iter(bad))):
+        SpecWarp(**bad)
