@@ -17,6 +17,7 @@ C, B, T, F = 5, 3, 64, 32
 BACKBONES = {
     "lhgnn-tiny": partial(LHGNN, size="tiny", freq_num=F, time_num=T),
     "cnn": partial(CNN, channels=(4, 8), dropout=0.2),
+    "cnn-freq-bands": partial(CNN, channels=(4, 8), dropout=0.2, freq_bands=4),
     "rnn-lstm": partial(RNN, cell="lstm", n_mels=F, n_mfcc=8, hidden=8),
     "rnn-gru-logmel": partial(RNN, cell="gru", bidirectional=False, n_mels=F, n_mfcc=None, hidden=8),
     **{f"genre-gnn-{c}": partial(GenreGNN, n_mels=F, segment_frames=8, k=3, conv=c, hidden=16, heads=2)
@@ -58,6 +59,24 @@ def test_backbone_eval_is_deterministic(backbone):
     with torch.no_grad():
         a, b = backbone(_x()), backbone(_x())
     assert torch.equal(a, b)
+
+
+def test_cnn_freq_bands_keep_the_bands_apart():
+    """``freq_bands``: the mean and max over time of each band's average, per channel, against a loop."""
+    torch.manual_seed(0)
+    m = CNN(C, channels=(4, 8), freq_bands=2).eval()
+    x = _x()
+    h = m.features(x.unsqueeze(1))  # [B, 8, T/4, F/4 = 8]
+    want = []
+    for b in range(B):
+        bands = [h[b, :, :, 4 * i:4 * i + 4].mean(-1) for i in range(2)]  # [8, T'] each
+        mean = torch.stack([band.mean(-1) for band in bands], -1)  # [8, 2]
+        mx = torch.stack([band.amax(-1) for band in bands], -1)
+        want.append(torch.cat([mean, mx]).flatten())
+    torch.testing.assert_close(m.embed(x), torch.stack(want))
+    assert m.embed_dim == 2 * 8 * 2
+    with pytest.raises(ValueError, match="freq_bands"):
+        CNN(C, freq_bands=0)
 
 
 def test_audio_classifier_load_from_checkpoint_alone(tmp_path):

@@ -42,27 +42,42 @@ class CNN(AudioBackbone):
         channels (tuple[int, ...], optional): output channels of each block (each block halves T and F).
             (default: ``(32, 64, 128, 256)``)
         dropout (float, optional): dropout before the head. (default: ``0.3``)
+        freq_bands (int, optional): when set, the last feature map is average-pooled over frequency into this
+            many bands that stay apart: :math:`\mathbf{z}` is the mean and max over time of each (channel,
+            band), ``2 C · freq_bands`` features, so the head sees where in frequency a pattern is (the global
+            pooling is shift-invariant in frequency: stationary noises such as air conditioners and idling
+            engines differ mostly in spectral shape). ``None``: global pooling over (time, mel).
+            (default: ``None``)
 
     Shapes:
         - **input:** normalised log-mel :math:`(B, T, F)`
-        - **embed output:** :math:`(B, 2 C)`, C = ``channels[-1]``
+        - **embed output:** :math:`(B, 2 C)`, C = ``channels[-1]`` (:math:`(B, 2 C \cdot` ``freq_bands`` :math:`)`
+          with ``freq_bands``)
         - **output:** logits :math:`(B, \text{num\_classes})`
     """
 
-    def __init__(self, num_classes: int, channels: tuple[int, ...] = (32, 64, 128, 256), dropout: float = 0.3):
+    def __init__(self, num_classes: int, channels: tuple[int, ...] = (32, 64, 128, 256), dropout: float = 0.3,
+                 freq_bands: int | None = None):
         super().__init__()
+        if freq_bands is not None and (not isinstance(freq_bands, int) or freq_bands < 1):
+            raise ValueError(f"CNN freq_bands must be None or an integer >= 1, got {freq_bands!r}")
+        self.freq_bands = freq_bands
         layers, cin = [], 1
         for c in channels:
             layers.append(_block(cin, c))
             cin = c
         self.features = nn.Sequential(*layers)
-        self.embed_dim = 2 * cin
+        self.embed_dim = 2 * cin * (freq_bands or 1)
         self.head = nn.Sequential(nn.Dropout(dropout), nn.Linear(self.embed_dim, num_classes))
 
     def embed(self, x: torch.Tensor) -> torch.Tensor:
-        """``[B, T, F]`` -> clip embedding ``[B, 2·C]`` (global mean ⊕ max of the last feature map)."""
+        """``[B, T, F]`` -> clip embedding ``[B, 2·C]`` (global mean ⊕ max of the last feature map), or
+        ``[B, 2·C·freq_bands]`` (mean ⊕ max over time of each band)."""
         h = self.features(x.unsqueeze(1))  # [B, C, T', F']
-        return torch.cat([h.mean(dim=(2, 3)), h.amax(dim=(2, 3))], dim=1)
+        if self.freq_bands is None:
+            return torch.cat([h.mean(dim=(2, 3)), h.amax(dim=(2, 3))], dim=1)
+        h = nn.functional.adaptive_avg_pool2d(h, (h.shape[2], self.freq_bands))  # [B, C, T', bands]
+        return torch.cat([h.mean(dim=2), h.amax(dim=2)], dim=1).flatten(1)
 
     def _load_from_state_dict(self, state_dict, prefix, *args, **kwargs):
         # checkpoints written before the head was named `head`: `classifier.*` is now `head.1.*`
