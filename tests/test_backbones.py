@@ -18,6 +18,7 @@ BACKBONES = {
     "lhgnn-tiny": partial(LHGNN, size="tiny", freq_num=F, time_num=T),
     "cnn": partial(CNN, channels=(4, 8), dropout=0.2),
     "cnn-freq-bands": partial(CNN, channels=(4, 8), dropout=0.2, freq_bands=4),
+    "cnn-time-pool": partial(CNN, channels=(4, 8), dropout=0.2, freq_bands=2, time_pool=2),
     "rnn-lstm": partial(RNN, cell="lstm", n_mels=F, n_mfcc=8, hidden=8),
     "rnn-gru-logmel": partial(RNN, cell="gru", bidirectional=False, n_mels=F, n_mfcc=None, hidden=8),
     **{f"genre-gnn-{c}": partial(GenreGNN, n_mels=F, segment_frames=8, k=3, conv=c, hidden=16, heads=2)
@@ -77,6 +78,20 @@ def test_cnn_freq_bands_keep_the_bands_apart():
     assert m.embed_dim == 2 * 8 * 2
     with pytest.raises(ValueError, match="freq_bands"):
         CNN(C, freq_bands=0)
+
+
+def test_cnn_time_pool_averages_frame_pairs_first():
+    """``time_pool=2``: the blocks see the mean of each pair of frames (an odd last frame alone)."""
+    torch.manual_seed(0)
+    m = CNN(C, channels=(4, 8), time_pool=2).eval()
+    x = torch.randn(B, T + 1, F, generator=torch.Generator().manual_seed(2))
+    pairs = torch.cat([x[:, :T].reshape(B, T // 2, 2, F).mean(2), x[:, T:]], dim=1)  # [B, T/2 + 1, F]
+    with torch.no_grad():
+        h = m.features(pairs.unsqueeze(1))
+        want = torch.cat([h.mean(dim=(2, 3)), h.amax(dim=(2, 3))], dim=1)
+        torch.testing.assert_close(m.embed(x), want)
+    with pytest.raises(ValueError, match="time_pool"):
+        CNN(C, time_pool=0)
 
 
 def test_audio_classifier_load_from_checkpoint_alone(tmp_path):

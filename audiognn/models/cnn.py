@@ -48,6 +48,9 @@ class CNN(AudioBackbone):
             pooling is shift-invariant in frequency: stationary noises such as air conditioners and idling
             engines differ mostly in spectral shape). ``None``: global pooling over (time, mel).
             (default: ``None``)
+        time_pool (int, optional): average-pool the input over this many frames before the first block (``2``
+            on 10 ms frames: 20 ms frames). The blocks cost in proportion to the frames they see, so ``2`` halves
+            the compute, or buys twice the channels at about the same cost. (default: ``1``)
 
     Shapes:
         - **input:** normalised log-mel :math:`(B, T, F)`
@@ -57,8 +60,11 @@ class CNN(AudioBackbone):
     """
 
     def __init__(self, num_classes: int, channels: tuple[int, ...] = (32, 64, 128, 256), dropout: float = 0.3,
-                 freq_bands: int | None = None):
+                 freq_bands: int | None = None, time_pool: int = 1):
         super().__init__()
+        if not isinstance(time_pool, int) or time_pool < 1:
+            raise ValueError(f"CNN time_pool must be an integer >= 1, got {time_pool!r}")
+        self.time_pool = time_pool
         if freq_bands is not None and (not isinstance(freq_bands, int) or freq_bands < 1):
             raise ValueError(f"CNN freq_bands must be None or an integer >= 1, got {freq_bands!r}")
         self.freq_bands = freq_bands
@@ -73,7 +79,10 @@ class CNN(AudioBackbone):
     def embed(self, x: torch.Tensor) -> torch.Tensor:
         """``[B, T, F]`` -> clip embedding ``[B, 2·C]`` (global mean ⊕ max of the last feature map), or
         ``[B, 2·C·freq_bands]`` (mean ⊕ max over time of each band)."""
-        h = self.features(x.unsqueeze(1))  # [B, C, T', F']
+        x = x.unsqueeze(1)  # [B, 1, T, F]
+        if self.time_pool > 1:
+            x = nn.functional.avg_pool2d(x, (self.time_pool, 1), ceil_mode=True)
+        h = self.features(x)  # [B, C, T', F']
         if self.freq_bands is None:
             return torch.cat([h.mean(dim=(2, 3)), h.amax(dim=(2, 3))], dim=1)
         h = nn.functional.adaptive_avg_pool2d(h, (h.shape[2], self.freq_bands))  # [B, C, T', bands]
