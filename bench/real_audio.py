@@ -7,7 +7,7 @@
 For every model (CNN, RNN, GenreGNN, LHGNN-tiny) and every held-out fold of the set (the folds are the
 splits ``fold<N>`` of ``dataset.json``; with UrbanSound8K folds 1-3 that is three rotations), the model is
 trained on the other folds for ``--epochs`` epochs (the same for every model), seeded, and tested on the
-held-out fold. Backbone, optimiser, schedule, batch size, training crops, test crops and augmentation come
+held-out fold (``--train-folds`` trains on fewer folds: a learning curve). Backbone, optimiser, schedule, batch size, training crops, test crops and augmentation come
 from ``conf/urbansound8k/<model>.yaml`` (the recipes ``train.py`` runs), so the bench measures what the recipes
 train; ``--set data.train_crop_frames=200 ...`` overrides recipe values for screening. The normalisation
 statistics of each rotation are pooled over its training folds only (never the held-out fold). No validation
@@ -240,6 +240,9 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--whole", action="store_true", help="a recipe that tests on crops is also tested on whole clips")
     p.add_argument("--models", nargs="+", default=list(MODELS), choices=MODELS)
     p.add_argument("--test-folds", type=int, nargs="+", default=None, help="held-out folds (default: every fold)")
+    p.add_argument("--train-folds", type=int, nargs="+", default=None,
+                   help="train on only these folds (default: every fold but the held-out one): a learning curve, "
+                        "e.g. --test-folds 3 --train-folds 1")
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--jobs", type=int, default=1, help="runs trained at once, in worker processes")
     p.add_argument("--merge", nargs="+", default=[], help="also read finished runs from these --out directories")
@@ -263,14 +266,23 @@ def main(argv: list[str] | None = None) -> int:
     if len(folds) < 2:
         p.error(f"{root}: needs at least two splits fold<N>, has {sorted(info['splits'])}")
     test_folds = args.test_folds or folds
+    for name, chosen in (("--test-folds", args.test_folds), ("--train-folds", args.train_folds)):
+        if unknown := sorted(set(chosen or ()) - set(folds)):
+            p.error(f"{name} {unknown}: {root} has folds {folds}")
+    if args.train_folds and (both := sorted(set(args.train_folds) & set(test_folds))):
+        p.error(f"--train-folds {both} are also held out: a fold is trained on or tested on, never both")
+    train_of = {f: sorted(set(args.train_folds or folds) - {f}) for f in test_folds}  # training folds per run
     rid = {m: recipe_id(recipe(m, args.set)) for m in args.models}
     print(f"data: {root} ({info.get('name', '?')}, {len(info['classes'])} classes, "
           + ", ".join(f"{s}: {m['clips']}" for s, m in sorted(info["splits"].items()))
-          + f"); epochs {args.epochs}; seed {args.seed}; held-out folds {test_folds}; overrides {args.set}; "
+          + f"); epochs {args.epochs}; seed {args.seed}; held-out folds {test_folds}; "
+          + (f"training folds {args.train_folds}; " if args.train_folds else "")
+          + f"overrides {args.set}; "
           + f"recipes {rid}", flush=True)
     results_file = out / "results.json"
-    key = lambda r: (r["model"], r["test_fold"], r["epochs"], r["seed"], r.get("recipe_id"))  # noqa: E731
-    want = lambda m, f: (m, f, args.epochs, args.seed, rid[m])  # noqa: E731
+    key = lambda r: (r["model"], r["test_fold"], tuple(r["train_folds"]), r["epochs"], r["seed"],  # noqa: E731
+                     r.get("recipe_id"))
+    want = lambda m, f: (m, f, tuple(train_of[f]), args.epochs, args.seed, rid[m])  # noqa: E731
     have = {}
     for f in [*(Path(d) / "results.json" for d in args.merge), results_file]:
         have.update({key(r): r for r in (json.loads(f.read_text()) if f.exists() else [])})
@@ -284,7 +296,7 @@ def main(argv: list[str] | None = None) -> int:
     for m, f in [(m, f) for m in args.models for f in test_folds if want(m, f) in have]:
         print(f"{m} fold {f}: done before, acc {have[want(m, f)]['acc']:.3f}", flush=True)
     cost = {"lhgnn": 0, "rnn": 1, "cnn": 2, "gnn": 3}  # the slowest first, so that --jobs overlap well
-    jobs = [(m, root, f, folds, args) for m, f in sorted(todo, key=lambda t: (cost[t[0]], t[1]))]
+    jobs = [(m, root, f, [*train_of[f], f], args) for m, f in sorted(todo, key=lambda t: (cost[t[0]], t[1]))]
     with ProcessPoolExecutor(args.jobs, mp_context=mp.get_context("spawn")) if args.jobs > 1 else nullcontext() as pool:
         it = as_completed([pool.submit(_run_job, j) for j in jobs]) if pool else map(_run_job, jobs)
         for r in it:

@@ -168,3 +168,16 @@ def test_real_audio_bench_smoke(tmp_path, capsys):
         assert 0 <= r["acc"] <= 1 and len(r["epoch_seconds"]) == 1
     assert "done before" in capsys.readouterr().out
     assert all((tmp_path / "out" / f"confusion_{m}.png").stat().st_size > 1000 for m in ("gnn", "cnn"))
+    # a learning-curve point: held-out fold 3 trained on fold 1 alone, a run of its own beside the full rotation
+    argv = ["--shards", str(shards), "--out", str(tmp_path / "out"), "--epochs", "1", "--batch-size", "4",
+            "--models", "gnn", "--test-folds", "3", "--train-folds", "1"]
+    try:
+        assert mod.main(argv) == 0
+    finally:
+        torch.set_num_threads(n)
+    runs = json.loads((tmp_path / "out" / "results.json").read_text())
+    assert len(runs) == 7 and runs[-1]["train_folds"] == [1] and runs[-1]["norm_over"] == ["fold1"]
+    for bad, msg in ((["--train-folds", "3"], "also held out"), (["--train-folds", "7"], "has folds")):
+        with pytest.raises(SystemExit):
+            mod.main(argv[:-2] + bad)
+        assert msg in capsys.readouterr().err
