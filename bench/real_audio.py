@@ -26,6 +26,7 @@ from __future__ import annotations
 
 import argparse
 import copy
+import fcntl
 import hashlib
 import json
 import multiprocessing as mp
@@ -261,6 +262,12 @@ def main(argv: list[str] | None = None) -> int:
     torch.set_num_threads(args.threads)
     root, out = Path(args.shards), Path(args.out)
     out.mkdir(parents=True, exist_ok=True)
+    lock = (out / ".lock").open("w")  # held until exit: two runs writing one results.json would lose runs
+    try:
+        fcntl.flock(lock, fcntl.LOCK_EX | fcntl.LOCK_NB)
+    except BlockingIOError:
+        p.error(f"{out}: another real_audio run is writing there ({out / '.lock'} is locked); "
+                "give this one its own --out and read both with --merge")
     info = json.loads((root / "dataset.json").read_text())
     folds = folds_of(info)
     if len(folds) < 2:

@@ -66,3 +66,24 @@ def test_weight_averaging_of_a_recipe_is_kept_and_can_be_overridden(tmp_path, mo
     assert r["averaging"] == [{"class_path": "callbacks.weight_averaging.WindowWeightAveraging",
                                "init_args": {"wa_start": 2}}]  # only the callbacks that change the weights
     assert "averaging" not in mod.recipe("x", ["averaging=[]"])
+
+
+def test_two_runs_never_share_an_out_directory(tmp_path, capsys):
+    """A second run on an --out that a running one holds stops with a one-line error before it trains (both
+    would rewrite results.json and lose each other's runs)."""
+    import fcntl
+    import json
+
+    mod = _bench()
+    shards = tmp_path / "shards"
+    shards.mkdir()
+    (shards / "dataset.json").write_text(json.dumps({"classes": ["a", "b"], "splits": {"fold1": {}, "fold2": {}}}))
+    out = tmp_path / "out"
+    out.mkdir()
+    with (out / ".lock").open("w") as held:
+        fcntl.flock(held, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        with pytest.raises(SystemExit):
+            mod.main(["--shards", str(shards), "--out", str(out), "--models", "cnn"])
+    err = capsys.readouterr().err
+    assert "another real_audio run is writing there" in err and str(out) in err
+    assert not (out / "results.json").exists()
