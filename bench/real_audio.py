@@ -17,8 +17,9 @@ on whole clips (``acc_whole`` / ``f1_whole`` in results.json).
 
 Prints one table: accuracy and macro-F1 (mean ± sample std over the rotations), trainable parameters and
 training seconds per epoch (wall clock, ``--threads`` torch threads); writes ``results.json`` (one record per
-model and fold, with its recipe, its digest and the load average; a finished run of the same recipe is read
-back, not repeated: re-run the same command to resume), ``table.md`` (also per fold, and the load average)
+model and fold, with its recipe, its digest, a digest of the code and the load average; a finished run of the
+same recipe on the same code is read back, not repeated: re-run the same command to resume), ``table.md``
+(also per fold, and the load average)
 and ``confusion_<model>.png`` (summed over the rotations) to ``--out``.
 """
 
@@ -94,6 +95,19 @@ def recipe_id(r: dict) -> str:
     return hashlib.sha1(json.dumps(r, sort_keys=True).encode()).hexdigest()[:10]
 
 
+#: the code a run executes besides its recipe: a change to any of these files is a new run, never read back
+CODE_DIRS = ("audiognn", "datamodules", "callbacks")
+
+
+def code_id(root: Path = ROOT) -> str:
+    """A short digest of the ``.py`` files of :data:`CODE_DIRS` (paths and contents): the same recipe on other
+    code can train other weights (a reordered float sum changes 15 epochs), so results are keyed by both."""
+    h = hashlib.sha1()
+    for path in sorted(p for d in CODE_DIRS for p in (root / d).rglob("*.py")):
+        h.update(path.relative_to(root).as_posix().encode() + b"\0" + path.read_bytes() + b"\0")
+    return h.hexdigest()[:10]
+
+
 def folds_of(info: dict) -> list[int]:
     """The fold numbers of a prepared set (its splits ``fold<N>``)."""
     return sorted(int(s[4:]) for s in info["splits"] if s.startswith("fold") and s[4:].isdigit())
@@ -161,7 +175,7 @@ def run_one(name: str, root: Path, test_fold: int, folds: list[int], args) -> di
            "epochs": args.epochs, "seed": args.seed, "acc": res["test/acc"], "f1": res["test/f1"],
            "params": sum(p.numel() for p in model.backbone.parameters() if p.requires_grad),
            "epoch_seconds": timer.times, "norm_over": train, "norm": norm, "cm": cm.matrices["test"].tolist(),
-           "classes": dm.class_names, "recipe": r, "recipe_id": recipe_id(r), "batch_size": batch_size,
+           "classes": dm.class_names, "recipe": r, "recipe_id": recipe_id(r), "code_id": args.code_id, "batch_size": batch_size,
            "threads": args.threads, "load_start": load0, "load_end": load1}
     if crop is not None and args.whole:
         model.hparams.eval_crop_frames = None
@@ -280,16 +294,17 @@ def main(argv: list[str] | None = None) -> int:
         p.error(f"--train-folds {both} are also held out: a fold is trained on or tested on, never both")
     train_of = {f: sorted(set(args.train_folds or folds) - {f}) for f in test_folds}  # training folds per run
     rid = {m: recipe_id(recipe(m, args.set)) for m in args.models}
+    args.code_id = code_id()
     print(f"data: {root} ({info.get('name', '?')}, {len(info['classes'])} classes, "
           + ", ".join(f"{s}: {m['clips']}" for s, m in sorted(info["splits"].items()))
           + f"); epochs {args.epochs}; seed {args.seed}; held-out folds {test_folds}; "
           + (f"training folds {args.train_folds}; " if args.train_folds else "")
           + f"overrides {args.set}; "
-          + f"recipes {rid}", flush=True)
+          + f"recipes {rid}; code {args.code_id}", flush=True)
     results_file = out / "results.json"
     key = lambda r: (r["model"], r["test_fold"], tuple(r["train_folds"]), r["epochs"], r["seed"],  # noqa: E731
-                     r.get("recipe_id"))
-    want = lambda m, f: (m, f, tuple(train_of[f]), args.epochs, args.seed, rid[m])  # noqa: E731
+                     r.get("recipe_id"), r.get("code_id"))
+    want = lambda m, f: (m, f, tuple(train_of[f]), args.epochs, args.seed, rid[m], args.code_id)  # noqa: E731
     have = {}
     for f in [*(Path(d) / "results.json" for d in args.merge), results_file]:
         have.update({key(r): r for r in (json.loads(f.read_text()) if f.exists() else [])})

@@ -87,3 +87,19 @@ def test_two_runs_never_share_an_out_directory(tmp_path, capsys):
     err = capsys.readouterr().err
     assert "another real_audio run is writing there" in err and str(out) in err
     assert not (out / "results.json").exists()
+
+
+def test_code_digest_changes_with_the_code(tmp_path):
+    """Results are keyed by the code too: editing, adding or renaming a source file gives another digest."""
+    mod = _bench()
+    for d in mod.CODE_DIRS:
+        (tmp_path / d / "sub").mkdir(parents=True)
+        (tmp_path / d / "sub" / "m.py").write_text("x = 1\n")
+    first = mod.code_id(tmp_path)
+    assert first == mod.code_id(tmp_path) and len(first) == 10
+    (tmp_path / "audiognn" / "sub" / "m.py").write_text("x = 2\n")
+    edited = mod.code_id(tmp_path)
+    (tmp_path / "callbacks" / "sub" / "m.py").rename(tmp_path / "callbacks" / "sub" / "n.py")
+    renamed = mod.code_id(tmp_path)
+    (tmp_path / "callbacks" / "README.md").write_text("not code")
+    assert len({first, edited, renamed}) == 3 and mod.code_id(tmp_path) == renamed
