@@ -7,8 +7,8 @@
 For every model (CNN, RNN, GenreGNN, LHGNN-tiny) and every held-out fold of the set (the folds are the
 splits ``fold<N>`` of ``dataset.json``; with UrbanSound8K folds 1-3 that is three rotations), the model is
 trained on the other folds for ``--epochs`` epochs (the same for every model), seeded, and tested on the
-held-out fold (``--train-folds`` trains on fewer folds: a learning curve). Backbone, optimiser, schedule, batch size, training crops, test crops and augmentation come
-from ``conf/urbansound8k/<model>.yaml`` (the recipes ``train.py`` runs), so the bench measures what the recipes
+held-out fold (``--train-folds`` trains on fewer folds: a learning curve). Backbone, optimiser, schedule,
+batch size, training crops, test crops and augmentation come from ``conf/urbansound8k/<model>.yaml`` (the recipes ``train.py`` runs), so the bench measures what the recipes
 train; ``--set data.train_crop_frames=200 ...`` overrides recipe values for screening. The normalisation
 statistics of each rotation are pooled over its training folds only (never the held-out fold). No validation
 runs during training and the last model is tested: no choice is made on the test fold. A recipe that tests
@@ -128,8 +128,8 @@ def train_fold_norm(root: Path, splits: list[str]) -> tuple[float, float]:
     return float(mean), float(np.sqrt(max(acc[1] / acc[2] - mean**2, 1e-12)))
 
 
-def run_one(name: str, root: Path, test_fold: int, folds: list[int], args) -> dict:
-    """Train ``name`` on every fold but ``test_fold``, test on it; accuracy, F1, parameters, epoch times, CM.
+def run_one(name: str, root: Path, test_fold: int, train_folds: list[int], args) -> dict:
+    """Train ``name`` on ``train_folds``, test on ``test_fold``; accuracy, F1, parameters, epoch times, CM.
 
     With ``eval_crop_frames`` in the recipe the clip is also tested whole (``acc_whole``, ``f1_whole``: the
     other evaluation, reported beside the recipe's; the table shows the recipe's)."""
@@ -143,7 +143,7 @@ def run_one(name: str, root: Path, test_fold: int, folds: list[int], args) -> di
     data = {k: v for k, v in r["data"].items() if k not in ("root", "num_workers", "train_splits", "val_splits",
                                                              "test_splits", "seed", "batch_size")}
     batch_size = r["data"].get("batch_size", 32)
-    train = [f"fold{f}" for f in folds if f != test_fold]
+    train = [f"fold{f}" for f in train_folds]
     norm = train_fold_norm(root, train)
 
     class TrainFoldNorm(AudioShardDataModule):
@@ -171,12 +171,12 @@ def run_one(name: str, root: Path, test_fold: int, folds: list[int], args) -> di
     trainer.fit(model, dm)
     load1 = os.getloadavg()
     res = trainer.test(model, dm, verbose=False)[0]
-    out = {"model": name, "test_fold": test_fold, "train_folds": [f for f in folds if f != test_fold],
+    out = {"model": name, "test_fold": test_fold, "train_folds": list(train_folds),
            "epochs": args.epochs, "seed": args.seed, "acc": res["test/acc"], "f1": res["test/f1"],
            "params": sum(p.numel() for p in model.backbone.parameters() if p.requires_grad),
            "epoch_seconds": timer.times, "norm_over": train, "norm": norm, "cm": cm.matrices["test"].tolist(),
-           "classes": dm.class_names, "recipe": r, "recipe_id": recipe_id(r), "code_id": args.code_id, "batch_size": batch_size,
-           "threads": args.threads, "load_start": load0, "load_end": load1}
+           "classes": dm.class_names, "recipe": r, "recipe_id": recipe_id(r), "code_id": args.code_id,
+           "batch_size": batch_size, "threads": args.threads, "load_start": load0, "load_end": load1}
     if crop is not None and args.whole:
         model.hparams.eval_crop_frames = None
         whole = trainer.test(model, dm, verbose=False)[0]
@@ -201,10 +201,10 @@ def _run_job(job: tuple) -> dict:
     """One (model, held-out fold) run in a worker process (``--threads`` torch threads), timed."""
     import torch
 
-    name, root, fold, folds, args = job
+    name, root, fold, train_folds, args = job
     torch.set_num_threads(args.threads)
     t0 = time.perf_counter()
-    return {**run_one(name, root, fold, folds, args), "seconds": time.perf_counter() - t0}
+    return {**run_one(name, root, fold, train_folds, args), "seconds": time.perf_counter() - t0}
 
 
 def _mean_sd(values: list[float]) -> str:
@@ -268,20 +268,10 @@ def main(argv: list[str] | None = None) -> int:
     if args.batch_size:
         args.set = [*args.set, f"data.batch_size={args.batch_size}"]
 
-    import numpy as np
     import torch
-
-    from callbacks.confusion_matrix import plot_confusion_matrix
 
     torch.set_num_threads(args.threads)
     root, out = Path(args.shards), Path(args.out)
-    out.mkdir(parents=True, exist_ok=True)
-    lock = (out / ".lock").open("w")  # held until exit: two runs writing one results.json would lose runs
-    try:
-        fcntl.flock(lock, fcntl.LOCK_EX | fcntl.LOCK_NB)
-    except BlockingIOError:
-        p.error(f"{out}: another real_audio run is writing there ({out / '.lock'} is locked); "
-                "give this one its own --out and read both with --merge")
     info = json.loads((root / "dataset.json").read_text())
     folds = folds_of(info)
     if len(folds) < 2:
@@ -293,6 +283,22 @@ def main(argv: list[str] | None = None) -> int:
     if args.train_folds and (both := sorted(set(args.train_folds) & set(test_folds))):
         p.error(f"--train-folds {both} are also held out: a fold is trained on or tested on, never both")
     train_of = {f: sorted(set(args.train_folds or folds) - {f}) for f in test_folds}  # training folds per run
+    out.mkdir(parents=True, exist_ok=True)
+    with (out / ".lock").open("w") as lock:  # two runs writing one results.json would lose each other's runs
+        try:
+            fcntl.flock(lock, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            p.error(f"{out}: another real_audio run is writing there ({out / '.lock'} is locked); "
+                    "give this one its own --out and read both with --merge")
+        return _bench(args, root, out, info, test_folds, train_of)
+
+
+def _bench(args, root: Path, out: Path, info: dict, test_folds: list[int], train_of: dict[int, list[int]]) -> int:
+    """``main`` once the arguments are checked and ``out`` is locked: train what is not done, write the tables."""
+    import numpy as np
+
+    from callbacks.confusion_matrix import plot_confusion_matrix
+
     rid = {m: recipe_id(recipe(m, args.set)) for m in args.models}
     args.code_id = code_id()
     print(f"data: {root} ({info.get('name', '?')}, {len(info['classes'])} classes, "
@@ -318,7 +324,7 @@ def main(argv: list[str] | None = None) -> int:
     for m, f in [(m, f) for m in args.models for f in test_folds if want(m, f) in have]:
         print(f"{m} fold {f}: done before, acc {have[want(m, f)]['acc']:.3f}", flush=True)
     cost = {"lhgnn": 0, "rnn": 1, "cnn": 2, "gnn": 3}  # the slowest first, so that --jobs overlap well
-    jobs = [(m, root, f, [*train_of[f], f], args) for m, f in sorted(todo, key=lambda t: (cost[t[0]], t[1]))]
+    jobs = [(m, root, f, train_of[f], args) for m, f in sorted(todo, key=lambda t: (cost[t[0]], t[1]))]
     with ProcessPoolExecutor(args.jobs, mp_context=mp.get_context("spawn")) if args.jobs > 1 else nullcontext() as pool:
         it = as_completed([pool.submit(_run_job, j) for j in jobs]) if pool else map(_run_job, jobs)
         for r in it:
