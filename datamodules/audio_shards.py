@@ -39,7 +39,7 @@ from datamodules.readers.folder import FOLDER_EXTENSIONS
 from datamodules.readers.synthetic import ensure_synthetic, synthetic_info
 from datamodules.shard_stream import EpochLoader, ShardStream, SharedCounter
 from datamodules.synthetic import SyntheticConfig
-from datamodules.transforms import Mixup, SpecAugment, SpecWarp
+from datamodules.transforms import FilterAugment, Mixup, SpecAugment, SpecWarp
 
 
 def audio_paths(paths: list[str]) -> list[str]:
@@ -136,6 +136,9 @@ class AudioShardDataModule(L.LightningDataModule):
             log-mel counterparts of SB-CNN's waveform augmentation (Salamon and Bello 2017): largest relative
             rate change (0.25: rates 0.8-1.25), largest shift in mel bins, largest time shift as a fraction of
             the clip, largest gain in dB; drawn per example, before mixup; 0 disables each (the default).
+        filter_db: :class:`~datamodules.transforms.FilterAugment`, a random piecewise-linear filter over the mel
+            bins per example (a recording's microphone and room), gains up to this many dB at 3-6 band edges;
+            after SpecWarp, before mixup; 0 disables it (the default).
         seed: seed of the per-epoch plan, crops and shuffling.
         skip_corrupt_shards: warn about and skip a corrupt shard instead of stopping (counted in
             ``corrupt_shards``, logged as ``data/corrupt_shards`` by the ``DataHealth`` callback). A shard is corrupt
@@ -174,6 +177,7 @@ class AudioShardDataModule(L.LightningDataModule):
         pitch_shift: float = 0.0,
         time_shift: float = 0.0,
         gain_db: float = 0.0,
+        filter_db: float = 0.0,
         seed: int = 0,
         skip_corrupt_shards: bool = False,
         synthetic: SyntheticConfig | None = None,
@@ -204,6 +208,7 @@ class AudioShardDataModule(L.LightningDataModule):
         self.mixup = Mixup(mixup_alpha, mixup_prob, mixup_domain)
         self.spec_augment = SpecAugment(freq_mask, time_mask)
         self.spec_warp = SpecWarp(time_stretch, pitch_shift, time_shift, gain_db)
+        self.filter_augment = FilterAugment(filter_db)
 
     @property
     def data_info(self) -> dict:
@@ -298,6 +303,7 @@ class AudioShardDataModule(L.LightningDataModule):
             x = (x - self.mean) / self.std
         if train:
             x, y = self.spec_warp(x, y, log_scale=1.0 if first else 1.0 / self.std)
+            x, y = self.filter_augment(x, y, log_scale=1.0 if first else 1.0 / self.std)
             for transform in (self.mixup, self.spec_augment):
                 x, y = transform(x, y)
         if first:

@@ -238,3 +238,54 @@ class SpecWarp(nn.Module):
         out = nn.functional.grid_sample(x.unsqueeze(1), grid, mode="bilinear", padding_mode="zeros",
                                         align_corners=True).squeeze(1)
         return out + (gain * (math.log(10) / 10) * log_scale).view(b, 1, 1).to(x.dtype), y
+
+
+class FilterAugment(nn.Module):
+    r"""A random smooth filter over frequency, drawn per example: the recording's microphone, room and distance.
+
+    From *FilterAugment: An Acoustic Environmental Data Augmentation Method* (Nam, Kim and Park, ICASSP 2022),
+    its "linear" type: the mel axis is cut at :math:`n - 1` random bins into :math:`n` bands
+    (:math:`n \sim \mathcal{U}\{n_{\min}, \dots, n_{\max}\}`, the same for a batch), every band edge (the first
+    and last bin included) gets a gain :math:`g_k \sim \mathcal{U}[-G, G]` dB, and the gain of each bin is the
+    linear interpolation between its band's edges. Gains are added to the log-mel in the units of
+    :class:`SpecWarp`'s gain (:math:`g \ln 10 / 10`, divided by the normalisation's :math:`\sigma` on a
+    normalised log-mel). The paper uses :math:`G = 6`, :math:`n \in [3, 6]`. No library has it.
+
+    Args:
+        max_db: :math:`G`, the largest gain in dB at a band edge; 0 disables it.
+        bands: :math:`(n_{\min}, n_{\max})`, the number of bands.
+
+    Shapes:
+        - x: ``[B, T, F]`` -> ``[B, T, F]``; y: any, returned as given.
+    """
+
+    def __init__(self, max_db: float = 0.0, bands: tuple[int, int] = (3, 6)):
+        super().__init__()
+        if not isinstance(max_db, (int, float)) or isinstance(max_db, bool) or max_db < 0:
+            raise ValueError(f"FilterAugment max_db must be a number >= 0, got {max_db!r}")
+        lo, hi = bands
+        if not (isinstance(lo, int) and isinstance(hi, int) and 1 <= lo <= hi):
+            raise ValueError(f"FilterAugment bands must be two integers 1 <= min <= max, got {bands!r}")
+        self.max_db, self.bands = float(max_db), (lo, hi)
+
+    def gains(self, b: int, f: int, device=None) -> torch.Tensor:
+        """Per example and bin, the gain in dB: ``[B, F]``."""
+        n = int(torch.randint(self.bands[0], self.bands[1] + 1, ()).item())
+        n = max(1, min(n, f - 1))
+        inner = torch.rand(b, f - 2, device=device).argsort(dim=1)[:, : n - 1] + 1  # n - 1 distinct inner edges
+        edges = torch.cat([torch.zeros(b, 1, dtype=torch.long, device=device), inner.sort(dim=1).values,
+                           torch.full((b, 1), f - 1, dtype=torch.long, device=device)], dim=1)  # [B, n + 1]
+        g = (torch.rand(b, n + 1, device=device) * 2 - 1) * self.max_db  # dB at every edge
+        bins = torch.arange(f, device=device).expand(b, f)
+        k = (torch.searchsorted(edges, bins.contiguous(), right=True) - 1).clamp(0, n - 1)  # band of each bin
+        left, right = edges.gather(1, k), edges.gather(1, k + 1)
+        w = (bins - left).float() / (right - left).float()
+        return g.gather(1, k) * (1 - w) + g.gather(1, k + 1) * w
+
+    def forward(self, x: torch.Tensor, y: torch.Tensor | None = None,
+                log_scale: float = 1.0) -> tuple[torch.Tensor, torch.Tensor | None]:
+        """Filter ``x`` per example; ``log_scale``: 1 / σ on a normalised log-mel."""
+        if not self.max_db or x.shape[2] < 3:
+            return x, y
+        g = self.gains(x.shape[0], x.shape[2], x.device) * (math.log(10) / 10) * log_scale
+        return x + g.unsqueeze(1).to(x.dtype), y

@@ -165,6 +165,24 @@ def test_spec_warp_while_training_only_with_gain_in_log_units(tmp_path, make_sha
     assert g.abs().min() > 0 and g.std() > 0
 
 
+@pytest.mark.parametrize("order", ["normalise_first", "augment_first"])
+def test_filter_augment_while_training_only_in_log_units(tmp_path, make_shards, order):
+    """FilterAugment (data.filter_db) runs on training batches only; its gain curve of g dB per bin adds
+    g ln(10)/10 to the raw log-mel, g ln(10)/10 / std once normalised (dataset.json std 2)."""
+    dm = _dm(tmp_path, make_shards, mixup_prob=0.0, freq_mask=0, time_mask=0, filter_db=6.0, pipeline_order=order)
+    batch = next(iter(dm.val_dataloader()))
+    norm = (batch["x"].float() - 1.0) / 2.0
+    dm.trainer = SimpleNamespace(training=False)
+    torch.testing.assert_close(dm.on_after_batch_transfer(batch, 0)["x"], norm)
+    dm.trainer = SimpleNamespace(training=True)
+    torch.manual_seed(0)
+    g = dm.filter_augment.gains(len(batch["x"]), batch["x"].shape[2])
+    torch.manual_seed(0)
+    out = dm.on_after_batch_transfer(batch, 0)["x"]
+    torch.testing.assert_close(out - norm, (g * math.log(10) / 10 / 2.0).unsqueeze(1).expand_as(norm))
+    assert g.abs().max() > 0
+
+
 @pytest.mark.parametrize("fmt", ["USTAR_FORMAT", "GNU_FORMAT", "PAX_FORMAT"])
 def test_tar_reader_equals_tarfile(tmp_path, fmt):
     import tarfile

@@ -82,3 +82,29 @@ def test_spec_warp_rejects_bad_settings(bad):
 
     with pytest.raises(ValueError, match=next(iter(bad))):
         SpecWarp(**bad)
+
+
+def test_filter_augment_is_piecewise_linear_within_its_range_per_example():
+    """Every example's gain curve over the bins is linear between n + 1 edges (the first and last bin among
+    them, 3 <= n <= 6), within ±max_db, different per example; it is added in log units (g ln(10)/10 / sigma)."""
+    from datamodules.transforms import FilterAugment
+
+    torch.manual_seed(0)
+    aug = FilterAugment(6.0)
+    g = aug.gains(200, 64).double()
+    assert g.shape == (200, 64) and g.abs().max() <= 6.0 and g.abs().max() > 5.0
+    assert not torch.equal(g[0], g[1]) and abs(g.mean()) < 0.5
+    second = g[:, 2:] - 2 * g[:, 1:-1] + g[:, :-2]  # nonzero only at the inner edges
+    kinks = (second.abs() > 1e-4).sum(1)  # float32 gains: rounding ~1e-6
+    assert kinks.max() <= 5 and kinks.min() >= 1  # at most n - 1 = 5 inner edges; a random curve has some
+    x = torch.randn(4, 30, 64, dtype=torch.float64)
+    torch.manual_seed(1)
+    g = aug.gains(4, 64)
+    torch.manual_seed(1)
+    out, y = aug(x, "y", log_scale=0.5)
+    torch.testing.assert_close(out - x, (g.double() * math.log(10) / 10 * 0.5).unsqueeze(1).expand_as(x))
+    assert y == "y"
+    assert FilterAugment(0.0)(x)[0] is x  # disabled: untouched
+    for bad in ({"max_db": -1}, {"max_db": True}, {"bands": (0, 3)}, {"bands": (5, 3)}):
+        with pytest.raises(ValueError, match="FilterAugment"):
+            FilterAugment(**bad)
