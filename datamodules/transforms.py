@@ -229,6 +229,9 @@ class SpecWarp(nn.Module):
             return x, y
         b, t, f = x.shape
         rate, shift, pitch, gain = params if params is not None else self.draw(b, x.device)
+        gain = (gain * (math.log(10) / 10) * log_scale).view(b, 1, 1).to(x.dtype)
+        if params is None and not (self.time_stretch or self.pitch_shift or self.time_shift):
+            return x + gain, y  # the gain alone: no resampling (an identity grid_sample costs time and rounds)
         # grid_sample coordinates with align_corners=True: -1 is the first frame / bin, +1 the last
         ut = torch.linspace(-1, 1, t, device=x.device, dtype=x.dtype)
         uf = torch.linspace(-1, 1, f, device=x.device, dtype=x.dtype)
@@ -237,7 +240,7 @@ class SpecWarp(nn.Module):
         grid = torch.stack(torch.broadcast_tensors(src_f.view(b, 1, f), src_t.view(b, t, 1)), dim=-1)  # [B, T, F, 2]
         out = nn.functional.grid_sample(x.unsqueeze(1), grid, mode="bilinear", padding_mode="zeros",
                                         align_corners=True).squeeze(1)
-        return out + (gain * (math.log(10) / 10) * log_scale).view(b, 1, 1).to(x.dtype), y
+        return out + gain, y
 
 
 class FilterAugment(nn.Module):

@@ -74,6 +74,13 @@ def test_spec_warp_draws_within_its_ranges_per_example():
     assert SpecWarp()(x)[0] is x  # disabled: untouched
     out = SpecWarp(0.25, 3, 0.2, 6)(torch.randn(5, 50, 16))[0]
     assert out.shape == (5, 50, 16) and not torch.equal(out[0], out[1])
+    torch.manual_seed(1)  # the gain alone: exactly x plus the drawn gain per example, no resampling
+    g = SpecWarp(gain_db=6).draw(5)[3]
+    torch.manual_seed(1)
+    x = torch.randn(5, 50, 16, dtype=torch.float64)
+    torch.manual_seed(1)
+    out = SpecWarp(gain_db=6)(x, log_scale=0.5)[0]
+    assert torch.equal(out, x + (g * (math.log(10) / 10) * 0.5).view(5, 1, 1).double())
 
 
 @pytest.mark.parametrize("bad", [{"time_stretch": -0.1}, {"time_shift": 1.5}, {"gain_db": "6"}])
