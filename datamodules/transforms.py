@@ -177,7 +177,8 @@ class SpecWarp(nn.Module):
     (rates 0.81-1.23), pitch-shifting (±2 semitones and more) and dynamic range compression of the waveform.
     The shards hold log-mels, not waveforms, so this applies their spectrogram-domain counterparts, drawn per
     example, in one :func:`torch.nn.functional.grid_sample` over the batch (bilinear; no audio library does
-    these on a log-mel batch, and re-featurising audio every epoch would cost more than the model's step):
+    these on a log-mel batch, and re-featurising audio every epoch would cost more than the model's step; with
+    the gain alone the gain is added without resampling):
 
     .. math::
         \tilde x(t, f) = x\big(r\,t + s,\; f + k\big) + g\,\tfrac{\ln 10}{10}\,/\,\sigma, \qquad

@@ -76,7 +76,6 @@ def test_spec_warp_draws_within_its_ranges_per_example():
     assert out.shape == (5, 50, 16) and not torch.equal(out[0], out[1])
     torch.manual_seed(1)  # the gain alone: exactly x plus the drawn gain per example, no resampling
     g = SpecWarp(gain_db=6).draw(5)[3]
-    torch.manual_seed(1)
     x = torch.randn(5, 50, 16, dtype=torch.float64)
     torch.manual_seed(1)
     out = SpecWarp(gain_db=6)(x, log_scale=0.5)[0]
