@@ -2,12 +2,12 @@
 
     python -m datamodules.prepare urbansound8k /data/UrbanSound8K --folds 1 2 3 \\
         --target-frames 400 --num-mel-bins 64 --out data/urbansound8k
-    python bench/real_audio.py --shards data/urbansound8k --jobs 2 --out bench/out/us8k-final
+    python bench/real_audio.py --shards data/urbansound8k --seeds 0 1 2 --jobs 2 --out bench/out/us8k-seeds3
 
 For every model (CNN, RNN, GenreGNN, LHGNN-tiny) and every held-out fold of the set (the folds are the
 splits ``fold<N>`` of ``dataset.json``; with UrbanSound8K folds 1-3 that is three rotations), the model is
-trained on the other folds for ``--epochs`` epochs (the same for every model), seeded, and tested on the
-held-out fold (``--train-folds`` trains on fewer folds: a learning curve). Backbone, optimiser, schedule,
+trained on the other folds for ``--epochs`` epochs (the same for every model), once per seed of ``--seeds``,
+and tested on the held-out fold (``--train-folds`` trains on fewer folds: a learning curve). Backbone, optimiser, schedule,
 batch size, training crops, test crops and augmentation come from ``conf/urbansound8k/<model>.yaml`` (the recipes ``train.py`` runs), so the bench measures what the recipes
 train; ``--set data.train_crop_frames=200 ...`` overrides recipe values for screening. The normalisation
 statistics of each rotation are pooled over its training folds only (never the held-out fold). No validation
@@ -15,12 +15,14 @@ runs during training and the last model is tested: no choice is made on the test
 on crops (``eval_crop_frames``: the mean of the logits of consecutive crops) is, with ``--whole``, also tested
 on whole clips (``acc_whole`` / ``f1_whole`` in results.json).
 
-Prints one table: accuracy and macro-F1 (mean ± sample std over the rotations), trainable parameters and
-training seconds per epoch (wall clock, ``--threads`` torch threads); writes ``results.json`` (one record per
-model and fold, with its recipe, its digest, a digest of the code and the load average; a finished run of the
-same recipe on the same code is read back, not repeated: re-run the same command to resume), ``table.md``
-(also per fold, and the load average)
-and ``confusion_<model>.png`` (summed over the rotations) to ``--out``.
+Prints one table: accuracy and macro-F1 (mean ± sample std over the runs: rotations × seeds), trainable
+parameters and training seconds per epoch (wall clock, ``--threads`` torch threads); with two seeds or more,
+a second one: the ensemble of a model's seeds (each test clip's class scores averaged over the seeds), per
+rotation, mean ± std over the rotations. Writes ``results.json`` (one record per model, fold and seed, with its
+recipe, its digest, a digest of the code, the load average and each test clip's class scores; a finished run
+of the same recipe on the same code is read back, not repeated: re-run the same command to resume; a record
+without the scores, written before they were kept, is run again), ``table.md`` (also per fold, and the load
+average), ``confusion_<model>.png`` (summed over the runs) and ``confusion_<model>_ensemble.png`` to ``--out``.
 """
 
 from __future__ import annotations
@@ -128,8 +130,29 @@ def train_fold_norm(root: Path, splits: list[str]) -> tuple[float, float]:
     return float(mean), float(np.sqrt(max(acc[1] / acc[2] - mean**2, 1e-12)))
 
 
-def run_one(name: str, root: Path, test_fold: int, train_folds: list[int], args) -> dict:
-    """Train ``name`` on ``train_folds``, test on ``test_fold``; accuracy, F1, parameters, epoch times, CM.
+def _test_scores():
+    """A callback keeping each test clip's key, class scores (softmax) and target class: the seeds of a model
+    are combined into an ensemble from these (:func:`ensemble`)."""
+    from lightning.pytorch.callbacks import Callback
+
+    class _Scores(Callback):
+        def __init__(self):
+            self.keys, self.scores, self.targets = [], [], []
+
+        def on_test_epoch_start(self, trainer, pl_module):
+            self.keys, self.scores, self.targets = [], [], []
+
+        def on_test_batch_end(self, trainer, pl_module, outputs, batch, batch_idx, dataloader_idx=0):
+            self.keys += list(batch["key"])
+            self.scores += pl_module._scores(outputs["logits"].float()).tolist()
+            self.targets += outputs["target"].tolist()
+
+    return _Scores()
+
+
+def run_one(name: str, root: Path, test_fold: int, train_folds: list[int], args, seed: int = 0) -> dict:
+    """Train ``name`` on ``train_folds`` with ``seed``, test on ``test_fold``; accuracy, F1, parameters, epoch
+    times, CM, and each test clip's class scores (``test_keys``, ``test_scores``, ``test_targets``).
 
     With ``eval_crop_frames`` in the recipe the clip is also tested whole (``acc_whole``, ``f1_whole``: the
     other evaluation, reported beside the recipe's; the table shows the recipe's)."""
@@ -152,8 +175,8 @@ def run_one(name: str, root: Path, test_fold: int, train_folds: list[int], args)
             self.mean, self.std = norm
 
     dm = TrainFoldNorm(str(root), batch_size=batch_size, num_workers=0, train_splits=train,
-                       val_splits=[f"fold{test_fold}"], test_splits=[f"fold{test_fold}"], seed=args.seed, **data)
-    L.seed_everything(args.seed, verbose=False)
+                       val_splits=[f"fold{test_fold}"], test_splits=[f"fold{test_fold}"], seed=seed, **data)
+    L.seed_everything(seed, verbose=False)
     m = r["model"]
     feats = dm.info["features"]  # input sizes the data knows override the recipe's (time: the training crop)
     sizes = {"n_mels": feats["num_mel_bins"], "freq_num": feats["num_mel_bins"],
@@ -164,19 +187,22 @@ def run_one(name: str, root: Path, test_fold: int, train_folds: list[int], args)
     model = AudioClassifier(_callable(bb), dm.num_classes, dm.multilabel, data_info=dm.data_info,
                             optimizer=_callable(m["optimizer"]), scheduler=_callable(m.get("scheduler")),
                             eval_crop_frames=crop)
-    timer, cm = EpochTimer(), ConfusionMatrixPlot(every_n_epochs=10**9)
+    timer, cm, scores = EpochTimer(), ConfusionMatrixPlot(every_n_epochs=10**9), _test_scores()
     averaging = [_callable(c)() for c in r.get("averaging", [])]  # the averaged weights are the ones tested
-    trainer = _trainer(args.epochs, [*averaging, timer, cm, _progress(f"{name} fold {test_fold}", timer)])
+    trainer = _trainer(args.epochs, [*averaging, timer, cm, scores,
+                                     _progress(f"{name} fold {test_fold} seed {seed}", timer)])
     load0 = os.getloadavg()
     trainer.fit(model, dm)
     load1 = os.getloadavg()
     res = trainer.test(model, dm, verbose=False)[0]
     out = {"model": name, "test_fold": test_fold, "train_folds": list(train_folds),
-           "epochs": args.epochs, "seed": args.seed, "acc": res["test/acc"], "f1": res["test/f1"],
+           "epochs": args.epochs, "seed": seed, "acc": res["test/acc"], "f1": res["test/f1"],
            "params": sum(p.numel() for p in model.backbone.parameters() if p.requires_grad),
            "epoch_seconds": timer.times, "norm_over": train, "norm": norm, "cm": cm.matrices["test"].tolist(),
            "classes": dm.class_names, "recipe": r, "recipe_id": recipe_id(r), "code_id": args.code_id,
-           "batch_size": batch_size, "threads": args.threads, "load_start": load0, "load_end": load1}
+           "batch_size": batch_size, "threads": args.threads, "load_start": load0, "load_end": load1,
+           "test_keys": scores.keys, "test_targets": scores.targets,
+           "test_scores": [[round(v, 6) for v in row] for row in scores.scores]}
     if crop is not None and args.whole:
         model.hparams.eval_crop_frames = None
         whole = trainer.test(model, dm, verbose=False)[0]
@@ -201,10 +227,37 @@ def _run_job(job: tuple) -> dict:
     """One (model, held-out fold) run in a worker process (``--threads`` torch threads), timed."""
     import torch
 
-    name, root, fold, train_folds, args = job
+    name, root, fold, train_folds, seed, args = job
     torch.set_num_threads(args.threads)
     t0 = time.perf_counter()
-    return {**run_one(name, root, fold, train_folds, args), "seconds": time.perf_counter() - t0}
+    return {**run_one(name, root, fold, train_folds, args, seed), "seconds": time.perf_counter() - t0}
+
+
+def ensemble(records: list[dict]) -> dict:
+    """The ensemble of ``records`` (one model and held-out fold, other seeds): each clip's class scores averaged
+    over the runs (softmax probabilities), then accuracy (micro) and macro-F1 over the fold as for one run
+    (torchmetrics, as ``AudioClassifier`` computes ``test/acc`` and ``test/f1``), and the confusion matrix."""
+    import torch
+    from torchmetrics.functional.classification import (multiclass_accuracy, multiclass_confusion_matrix,
+                                                        multiclass_f1_score)
+
+    keys = records[0]["test_keys"]
+    index = {k: i for i, k in enumerate(keys)}
+    if len(index) != len(keys):
+        raise ValueError(f"{records[0]['model']} fold {records[0]['test_fold']}: duplicate test keys")
+    n = len(records[0]["classes"])
+    total, target = torch.zeros(len(keys), n, dtype=torch.float64), torch.full((len(keys),), -1)
+    for r in records:
+        if sorted(r["test_keys"]) != sorted(keys):
+            raise ValueError(f"{r['model']} fold {r['test_fold']} seed {r['seed']}: tested other clips than seed "
+                             f"{records[0]['seed']}; an ensemble needs the same test clips")
+        rows = torch.tensor([index[k] for k in r["test_keys"]])
+        total[rows] += torch.tensor(r["test_scores"], dtype=torch.float64)
+        target[rows] = torch.tensor(r["test_targets"])
+    pred = total.argmax(1)
+    return {"acc": float(multiclass_accuracy(pred, target, n, average="micro")),
+            "f1": float(multiclass_f1_score(pred, target, n, average="macro")),
+            "cm": multiclass_confusion_matrix(pred, target, n).tolist(), "seeds": [r["seed"] for r in records]}
 
 
 def _mean_sd(values: list[float]) -> str:
@@ -212,30 +265,70 @@ def _mean_sd(values: list[float]) -> str:
     return f"{statistics.fmean(values):.3f} ± {sd:.3f}"
 
 
+def ensembles(runs: list[dict]) -> dict[tuple[str, int], dict]:
+    """(model, held-out fold) -> :func:`ensemble` of its runs, where it has two seeds or more with scores."""
+    by: dict[tuple[str, int], list[dict]] = {}
+    for r in runs:
+        if "test_scores" in r:
+            by.setdefault((r["model"], r["test_fold"]), []).append(r)
+    return {k: ensemble(rs) for k, rs in by.items() if len(rs) > 1}
+
+
 def table(runs: list[dict], threads: int, folds: int | None = None) -> list[str]:
-    """Markdown tables: per model, accuracy and macro-F1 (mean ± std over folds), best fold, params, training
-    seconds per epoch and minutes per run (mean over folds; a row short of ``folds`` folds says so); then per
-    held-out fold; then the load average."""
-    lines = ["| model | test acc (mean ± std) | macro-F1 (mean ± std) | best fold acc | params | "
-             f"train s/epoch ({threads} thread{'s' * (threads > 1)}) | train min/run |",
-             "| --- | --- | --- | --- | --- | --- | --- |"]
+    """Markdown tables: per model, accuracy and macro-F1 (mean ± std over its runs: folds × seeds), best run,
+    params, training seconds per epoch and minutes per run (a row short of ``folds`` folds says so); with two
+    seeds or more, the ensemble of the seeds per held-out fold (mean ± std over the folds); then per held-out
+    fold (mean over the seeds); then the load average."""
     names = list(dict.fromkeys(r["model"] for r in runs))
+    seeds = sorted({r["seed"] for r in runs})
+    multi = len(seeds) > 1
+    lines = [f"| model | runs | test acc (mean ± std) | macro-F1 (mean ± std) | best {'run' if multi else 'fold'} acc | "
+             f"params | train s/epoch ({threads} thread{'s' * (threads > 1)}) | train min/run |",
+             "| --- | --- | --- | --- | --- | --- | --- | --- |"]
     for name in names:
         rs = [r for r in runs if r["model"] == name]
         secs = [t for r in rs for t in r["epoch_seconds"]]
         best = max(rs, key=lambda r: r["acc"])
-        part = "" if len(rs) == (folds or len({r["test_fold"] for r in runs})) else f" ({len(rs)} of {folds} folds)"
-        lines.append(f"| {NAMES.get(name, name)}{part} | {_mean_sd([r['acc'] for r in rs])} | "
-                     f"{_mean_sd([r['f1'] for r in rs])} | {best['acc']:.3f} (fold {best['test_fold']}) | "
-                     f"{rs[0]['params']:,} | {statistics.fmean(secs):.0f} | "
+        nf = len({r["test_fold"] for r in rs})
+        part = "" if nf == (folds or len({r["test_fold"] for r in runs})) else f" ({nf} of {folds} folds)"
+        ns = len({r["seed"] for r in rs})
+        where = f"fold {best['test_fold']}" + (f", seed {best['seed']}" if multi else "")
+        lines.append(f"| {NAMES.get(name, name)}{part} | {nf} fold{'s' * (nf > 1)} × {ns} seed{'s' * (ns > 1)} | "
+                     f"{_mean_sd([r['acc'] for r in rs])} | {_mean_sd([r['f1'] for r in rs])} | "
+                     f"{best['acc']:.3f} ({where}) | {rs[0]['params']:,} | {statistics.fmean(secs):.0f} | "
                      f"{statistics.fmean(sum(r['epoch_seconds']) for r in rs) / 60:.1f} |")
-    folds = sorted({r["test_fold"] for r in runs})
-    lines += ["", "| model (acc / macro-F1, whole-clip acc) | " + " | ".join(f"fold {f} held out" for f in folds) + " |",
-              "| --- |" + " --- |" * len(folds)]
+    ens = ensembles(runs)
+    if ens:
+        lines += ["", "| model: ensemble of its seeds (mean of the class scores) | seeds | test acc (mean ± std over "
+                  "folds) | macro-F1 (mean ± std) | best fold acc | train min per fold (all seeds) |",
+                  "| --- | --- | --- | --- | --- | --- |"]
+        for name in names:
+            es = {f: e for (m, f), e in ens.items() if m == name}
+            if not es:
+                continue
+            best = max(es, key=lambda f: es[f]["acc"])
+            minutes = [sum(sum(r["epoch_seconds"]) for r in runs if r["model"] == name and r["test_fold"] == f
+                           and r["seed"] in e["seeds"]) / 60 for f, e in es.items()]
+            lines.append(f"| {NAMES.get(name, name)} ({len(es)} folds) | {len(es[best]['seeds'])} | "
+                         f"{_mean_sd([e['acc'] for e in es.values()])} | {_mean_sd([e['f1'] for e in es.values()])} "
+                         f"| {es[best]['acc']:.3f} (fold {best}) | {min(minutes):.1f}–{max(minutes):.1f} |")
+    fs = sorted({r["test_fold"] for r in runs})
+    head = "acc / macro-F1" + (f", mean over {len(seeds)} seeds; ensemble acc" if multi else "") + ", whole-clip acc"
+    lines += ["", f"| model ({head}) | " + " | ".join(f"fold {f} held out" for f in fs) + " |",
+              "| --- |" + " --- |" * len(fs)]
     for name in names:
-        by = {r["test_fold"]: r for r in runs if r["model"] == name}
-        cells = [f"{by[f]['acc']:.3f} / {by[f]['f1']:.3f}" + (f" ({by[f]['acc_whole']:.3f})" if "acc_whole" in by[f]
-                                                            else "") if f in by else "-" for f in folds]
+        cells = []
+        for f in fs:
+            rs = [r for r in runs if r["model"] == name and r["test_fold"] == f]
+            if not rs:
+                cells.append("-")
+                continue
+            cell = f"{statistics.fmean(r['acc'] for r in rs):.3f} / {statistics.fmean(r['f1'] for r in rs):.3f}"
+            if (name, f) in ens:
+                cell += f"; ens {ens[name, f]['acc']:.3f}"
+            if all("acc_whole" in r for r in rs):
+                cell += f" ({statistics.fmean(r['acc_whole'] for r in rs):.3f})"
+            cells.append(cell)
         lines.append(f"| {NAMES.get(name, name)} | " + " | ".join(cells) + " |")
     loads = [x for r in runs for x in (r.get("load_start", [None])[0], r.get("load_end", [None])[0]) if x is not None]
     if loads:
@@ -258,7 +351,9 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--train-folds", type=int, nargs="+", default=None,
                    help="train on only these folds (default: every fold but the held-out one): a learning curve, "
                         "e.g. --test-folds 3 --train-folds 1")
-    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--seeds", "--seed", type=int, nargs="+", default=[0],
+                   help="seeds: every model and held-out fold is trained once per seed; two or more also give "
+                        "the ensemble of the seeds (the mean of their class scores per clip)")
     p.add_argument("--jobs", type=int, default=1, help="runs trained at once, in worker processes")
     p.add_argument("--merge", nargs="+", default=[], help="also read finished runs from these --out directories")
     p.add_argument("--report", action="store_true", help="train nothing: the table of the finished models")
@@ -303,47 +398,56 @@ def _bench(args, root: Path, out: Path, info: dict, test_folds: list[int], train
     args.code_id = code_id()
     print(f"data: {root} ({info.get('name', '?')}, {len(info['classes'])} classes, "
           + ", ".join(f"{s}: {m['clips']}" for s, m in sorted(info["splits"].items()))
-          + f"); epochs {args.epochs}; seed {args.seed}; held-out folds {test_folds}; "
+          + f"); epochs {args.epochs}; seeds {args.seeds}; held-out folds {test_folds}; "
           + (f"training folds {args.train_folds}; " if args.train_folds else "")
           + f"overrides {args.set}; "
           + f"recipes {rid}; code {args.code_id}", flush=True)
     results_file = out / "results.json"
     key = lambda r: (r["model"], r["test_fold"], tuple(r["train_folds"]), r["epochs"], r["seed"],  # noqa: E731
                      r.get("recipe_id"), r.get("code_id"))
-    want = lambda m, f: (m, f, tuple(train_of[f]), args.epochs, args.seed, rid[m], args.code_id)  # noqa: E731
+    want = lambda m, f, s: (m, f, tuple(train_of[f]), args.epochs, s, rid[m], args.code_id)  # noqa: E731
     have = {}
     for f in [*(Path(d) / "results.json" for d in args.merge), results_file]:
-        have.update({key(r): r for r in (json.loads(f.read_text()) if f.exists() else [])})
+        # a run recorded before the per-clip scores were kept is run again (the ensembles need them)
+        have.update({key(r): r for r in (json.loads(f.read_text()) if f.exists() else []) if "test_scores" in r})
     mine = [r for r in (json.loads(results_file.read_text()) if results_file.exists() else [])]
-    todo = [(m, f) for m in args.models for f in test_folds if want(m, f) not in have]
+    grid = [(m, f, s) for m in args.models for f in test_folds for s in args.seeds]
+    todo = [t for t in grid if want(*t) not in have]
     if args.report:
-        for m, f in todo:
-            print(f"{m} fold {f}: not run yet", flush=True)
-        args.models = [m for m in args.models if any((m, f) not in todo for f in test_folds)]  # partial rows too
+        for m, f, s in todo:
+            print(f"{m} fold {f} seed {s}: not run yet", flush=True)
+        args.models = [m for m in args.models if any(t not in todo for t in grid if t[0] == m)]  # partial rows too
         todo = []
-    for m, f in [(m, f) for m in args.models for f in test_folds if want(m, f) in have]:
-        print(f"{m} fold {f}: done before, acc {have[want(m, f)]['acc']:.3f}", flush=True)
+    for t in [t for t in grid if want(*t) in have]:
+        print(f"{t[0]} fold {t[1]} seed {t[2]}: done before, acc {have[want(*t)]['acc']:.3f}", flush=True)
     cost = {"lhgnn": 0, "rnn": 1, "cnn": 2, "gnn": 3}  # the slowest first, so that --jobs overlap well
-    jobs = [(m, root, f, train_of[f], args) for m, f in sorted(todo, key=lambda t: (cost[t[0]], t[1]))]
+    jobs = [(m, root, f, train_of[f], s, args) for m, f, s in sorted(todo, key=lambda t: (cost[t[0]], t[2], t[1]))]
     with ProcessPoolExecutor(args.jobs, mp_context=mp.get_context("spawn")) if args.jobs > 1 else nullcontext() as pool:
         it = as_completed([pool.submit(_run_job, j) for j in jobs]) if pool else map(_run_job, jobs)
         for r in it:
             r = r.result() if pool else r  # results.json is written by this process only, after every finished run
             have[key(r)] = r
-            mine.append(r)  # this directory's runs (merged ones stay where they are)
+            mine = [x for x in mine if key(x) != key(r)] + [r]  # this directory's runs (merged ones stay there)
             results_file.write_text(json.dumps(mine, indent=1))
             whole = f" (whole clips: acc {r['acc_whole']:.3f} f1 {r['f1_whole']:.3f})" if "acc_whole" in r else ""
-            print(f"{r['model']} fold {r['test_fold']}: acc {r['acc']:.3f} f1 {r['f1']:.3f}{whole} in "
+            print(f"{r['model']} fold {r['test_fold']} seed {r['seed']}: acc {r['acc']:.3f} f1 {r['f1']:.3f}{whole} in "
                   f"{r['seconds']:.0f} s ({statistics.fmean(r['epoch_seconds']):.0f} s/epoch)", flush=True)
-    runs = [have[want(m, f)] for m in args.models for f in test_folds if want(m, f) in have]
+    runs = [have[want(*t)] for t in grid if want(*t) in have]
+    ens = ensembles(runs)
     for name in args.models:
         rs = [r for r in runs if r["model"] == name]
+        seeds = "" if len(args.seeds) == 1 else f", {len({r['seed'] for r in rs})} seeds summed"
         cm = np.sum([np.array(r["cm"]) for r in rs], axis=0)
-        plot_confusion_matrix(cm, rs[0]["classes"], f"{NAMES[name]}, UrbanSound8K folds {test_folds} held out",
+        plot_confusion_matrix(cm, rs[0]["classes"], f"{NAMES[name]}, UrbanSound8K folds {test_folds} held out{seeds}",
                               out / f"confusion_{name}.png")
+        if es := [e for (m, _), e in ens.items() if m == name]:
+            plot_confusion_matrix(np.sum([np.array(e["cm"]) for e in es], axis=0), rs[0]["classes"],
+                                  f"{NAMES[name]}, ensemble of its seeds, folds {test_folds} held out",
+                                  out / f"confusion_{name}_ensemble.png")
     lines = table(runs, args.threads, len(test_folds))
     (out / "table.md").write_text("\n".join(lines) + "\n")
-    print("\n" + "\n".join(lines if args.report else lines[: lines.index("")]))  # per fold: table.md, --report
+    blocks = "\n".join(lines).split("\n\n")  # per fold and load: table.md, --report
+    print("\n" + "\n\n".join(blocks if args.report else blocks[: 1 + bool(ens)]))
     print(f"chance accuracy: {1 / len(info['classes']):.3f}; per run: {results_file}; "
           f"tables: {out}/table.md; "
           f"confusion matrices: {out}/confusion_<model>.png", flush=True)

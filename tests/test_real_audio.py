@@ -103,3 +103,79 @@ def test_code_digest_changes_with_the_code(tmp_path):
     renamed = mod.code_id(tmp_path)
     (tmp_path / "callbacks" / "README.md").write_text("not code")
     assert len({first, edited, renamed}) == 3 and mod.code_id(tmp_path) == renamed
+
+
+def _record(seed: int, keys: list[str], scores: list[list[float]], targets: list[int], fold: int = 3) -> dict:
+    n = len(scores[0])
+    return {"model": "cnn", "test_fold": fold, "seed": seed, "classes": [str(i) for i in range(n)],
+            "test_keys": keys, "test_scores": scores, "test_targets": targets}
+
+
+def test_ensemble_averages_the_class_scores_of_each_clip_across_seeds():
+    """The ensemble's prediction for a clip is the argmax of its scores averaged over the seeds, matched by key
+    (each run may list the clips in another order); accuracy and macro-F1 against a brute-force count."""
+    mod = _bench()
+    keys = ["a", "b", "c", "d"]
+    targets = [0, 1, 2, 1]
+    s0 = [[0.6, 0.4, 0.0], [0.5, 0.4, 0.1], [0.1, 0.1, 0.8], [0.0, 0.9, 0.1]]  # right: a, c, d
+    s1 = [[0.45, 0.55, 0.0], [0.1, 0.9, 0.0], [0.2, 0.5, 0.3], [0.0, 0.2, 0.8]]  # right: b
+    order = [3, 1, 0, 2]  # seed 1 lists the clips in another order
+    r1 = _record(1, [keys[i] for i in order], [s1[i] for i in order], [targets[i] for i in order])
+    e = mod.ensemble([_record(0, keys, s0, targets), r1])
+    mean = [[(x + y) / 2 for x, y in zip(a, b)] for a, b in zip(s0, s1)]
+    pred = [max(range(3), key=row.__getitem__) for row in mean]
+    assert pred == [0, 1, 2, 1]  # every clip right, though each seed alone gets some wrong
+    assert e["acc"] == 1.0 and e["f1"] == 1.0 and e["seeds"] == [0, 1]
+    assert e["cm"] == [[1, 0, 0], [0, 2, 0], [0, 0, 1]]
+    # one seed: its own predictions; macro-F1 by hand (class 0: P 1/2 R 1, class 1: P 1 R 1/2, class 2: 1)
+    one = mod.ensemble([_record(0, keys, s0, targets)])
+    f1 = [2 / 3, 2 / 3, 1.0]
+    assert one["acc"] == 0.75 and abs(one["f1"] - sum(f1) / 3) < 1e-6
+
+
+def test_ensemble_refuses_runs_on_other_clips():
+    mod = _bench()
+    a = _record(0, ["a", "b"], [[1.0, 0.0], [0.0, 1.0]], [0, 1])
+    b = _record(1, ["a", "c"], [[1.0, 0.0], [0.0, 1.0]], [0, 1])
+    with pytest.raises(ValueError, match="seed 1: tested other clips than seed 0"):
+        mod.ensemble([a, b])
+
+
+def test_table_with_seeds_reports_runs_and_ensembles():
+    """With two seeds the table counts folds × seeds, names the best run's seed, adds the ensemble row and
+    gives the per-fold mean over the seeds; with one seed there is no ensemble."""
+    mod = _bench()
+    runs = []
+    for fold in (1, 2):
+        for seed, scores, acc in ((0, [[0.9, 0.1], [0.6, 0.4]], 0.5), (1, [[0.4, 0.6], [0.1, 0.9]], 0.5)):
+            runs.append({**_record(seed, ["a", "b"], scores, [0, 1], fold), "acc": acc + 0.1 * fold * seed,
+                         "f1": 0.4, "params": 10, "epoch_seconds": [60.0, 60.0]})
+    lines = mod.table(runs, threads=1, folds=2)
+    text = "\n".join(lines)
+    assert "| CNN | 2 folds × 2 seeds | 0.575 ± 0.096 |" in text  # accs 0.5, 0.6, 0.5, 0.7
+    assert "0.700 (fold 2, seed 1)" in text
+    # ensemble: clip a 0.65 / 0.35 -> class 0 (right), b 0.35 / 0.65 -> class 1 (right), on both folds
+    assert "| CNN (2 folds) | 2 | 1.000 ± 0.000 | 1.000 ± 0.000 | 1.000 (fold 1) | 4.0–4.0 |" in text
+    assert "| CNN | 0.550 / 0.400; ens 1.000 | 0.600 / 0.400; ens 1.000 |" in text
+    single = "\n".join(mod.table([r for r in runs if r["seed"] == 0], threads=1, folds=2))
+    assert "ensemble" not in single and "| CNN | 2 folds × 1 seed | 0.500 ± 0.000 |" in single
+
+
+def test_test_scores_callback_keeps_keys_scores_and_targets_in_order():
+    import torch
+
+    mod = _bench()
+    cb = mod._test_scores()
+
+    class Module:
+        @staticmethod
+        def _scores(logits):
+            return logits.softmax(1)
+
+    cb.on_test_epoch_start(None, Module())
+    for keys, logits, target in ((["x", "y"], [[0.0, 0.0], [2.0, 0.0]], [1, 0]), (["z"], [[0.0, 3.0]], [1])):
+        cb.on_test_batch_end(None, Module(), {"logits": torch.tensor(logits), "target": torch.tensor(target)},
+                             {"key": keys}, 0)
+    assert cb.keys == ["x", "y", "z"] and cb.targets == [1, 0, 1]
+    assert torch.allclose(torch.tensor(cb.scores), torch.tensor([[0.5, 0.5], [0.8808, 0.1192], [0.0474, 0.9526]]),
+                          atol=1e-4)
