@@ -299,7 +299,7 @@ def table(runs: list[dict], threads: int, folds: int | None = None) -> list[str]
                      f"{statistics.fmean(sum(r['epoch_seconds']) for r in rs) / 60:.1f} |")
     ens = ensembles(runs)
     if ens:
-        lines += ["", "| model: ensemble of its seeds (mean of the class scores) | seeds | test acc (mean ± std over "
+        lines += ["", "| model: ensemble of its seeds (mean of the class scores) | runs | test acc (mean ± std over "
                   "folds) | macro-F1 (mean ± std) | best fold acc | train min per fold (all seeds) |",
                   "| --- | --- | --- | --- | --- | --- |"]
         for name in names:
@@ -309,7 +309,8 @@ def table(runs: list[dict], threads: int, folds: int | None = None) -> list[str]
             best = max(es, key=lambda f: es[f]["acc"])
             minutes = [sum(sum(r["epoch_seconds"]) for r in runs if r["model"] == name and r["test_fold"] == f
                            and r["seed"] in e["seeds"]) / 60 for f, e in es.items()]
-            lines.append(f"| {NAMES.get(name, name)} ({len(es)} folds) | {len(es[best]['seeds'])} | "
+            nf, ns = len(es), len(es[best]["seeds"])
+            lines.append(f"| {NAMES.get(name, name)} | {nf} fold{'s' * (nf > 1)} × {ns} seeds | "
                          f"{_mean_sd([e['acc'] for e in es.values()])} | {_mean_sd([e['f1'] for e in es.values()])} "
                          f"| {es[best]['acc']:.3f} (fold {best}) | {min(minutes):.1f}–{max(minutes):.1f} |")
     fs = sorted({r["test_fold"] for r in runs})

@@ -155,7 +155,7 @@ def test_table_with_seeds_reports_runs_and_ensembles():
     assert "| CNN | 2 folds × 2 seeds | 0.575 ± 0.096 |" in text  # accs 0.5, 0.6, 0.5, 0.7
     assert "0.700 (fold 2, seed 1)" in text
     # ensemble: clip a 0.65 / 0.35 -> class 0 (right), b 0.35 / 0.65 -> class 1 (right), on both folds
-    assert "| CNN (2 folds) | 2 | 1.000 ± 0.000 | 1.000 ± 0.000 | 1.000 (fold 1) | 4.0–4.0 |" in text
+    assert "| CNN | 2 folds × 2 seeds | 1.000 ± 0.000 | 1.000 ± 0.000 | 1.000 (fold 1) | 4.0–4.0 |" in text
     assert "| CNN | 0.550 / 0.400; ens 1.000 | 0.600 / 0.400; ens 1.000 |" in text
     single = "\n".join(mod.table([r for r in runs if r["seed"] == 0], threads=1, folds=2))
     assert "ensemble" not in single and "| CNN | 2 folds × 1 seed | 0.500 ± 0.000 |" in single
