@@ -274,11 +274,12 @@ def ensembles(runs: list[dict]) -> dict[tuple[str, int], dict]:
     return {k: ensemble(rs) for k, rs in by.items() if len(rs) > 1}
 
 
-def table(runs: list[dict], threads: int, folds: int | None = None) -> list[str]:
+def table(runs: list[dict], threads: int, folds: int | None = None, ens: dict | None = None) -> list[str]:
     """Markdown tables: per model, accuracy and macro-F1 (mean ± std over its runs: folds × seeds), best run,
     params, training seconds per epoch and minutes per run (a row short of ``folds`` folds says so); with two
     seeds or more, the ensemble of the seeds per held-out fold (mean ± std over the folds); then per held-out
-    fold (mean over the seeds); then the load average."""
+    fold (mean over the seeds); then the load average. ``ens``: :func:`ensembles` of ``runs``, when the caller
+    has them already."""
     names = list(dict.fromkeys(r["model"] for r in runs))
     seeds = sorted({r["seed"] for r in runs})
     multi = len(seeds) > 1
@@ -297,7 +298,7 @@ def table(runs: list[dict], threads: int, folds: int | None = None) -> list[str]
                      f"{_mean_sd([r['acc'] for r in rs])} | {_mean_sd([r['f1'] for r in rs])} | "
                      f"{best['acc']:.3f} ({where}) | {rs[0]['params']:,} | {statistics.fmean(secs):.0f} | "
                      f"{statistics.fmean(sum(r['epoch_seconds']) for r in rs) / 60:.1f} |")
-    ens = ensembles(runs)
+    ens = ensembles(runs) if ens is None else ens
     if ens:
         lines += ["", "| model: ensemble of its seeds (mean of the class scores) | runs | test acc (mean ± std over "
                   "folds) | macro-F1 (mean ± std) | best fold acc | train min per fold (all seeds) |",
@@ -445,7 +446,7 @@ def _bench(args, root: Path, out: Path, info: dict, test_folds: list[int], train
             plot_confusion_matrix(np.sum([np.array(e["cm"]) for e in es], axis=0), rs[0]["classes"],
                                   f"{NAMES[name]}, ensemble of its seeds, folds {test_folds} held out",
                                   out / f"confusion_{name}_ensemble.png")
-    lines = table(runs, args.threads, len(test_folds))
+    lines = table(runs, args.threads, len(test_folds), ens)
     (out / "table.md").write_text("\n".join(lines) + "\n")
     blocks = "\n".join(lines).split("\n\n")  # per fold and load: table.md, --report
     print("\n" + "\n\n".join(blocks if args.report else blocks[: 1 + bool(ens)]))
