@@ -99,14 +99,42 @@ def recipe_id(r: dict) -> str:
 
 #: the code a run executes besides its recipe: a change to any of these files is a new run, never read back
 CODE_DIRS = ("audiognn", "datamodules", "callbacks")
+MODELS_DIR = "audiognn/models"
 
 
-def code_id(root: Path = ROOT) -> str:
+def model_modules(module: str, root: Path = ROOT) -> set[str]:
+    """The files of ``audiognn/models/`` a backbone's module needs: ``module`` (``"audiognn.models.rnn"``) and
+    every module of that package it imports, transitively (read with :mod:`ast`, nothing imported)."""
+    import ast
+
+    seen, todo = set(), [module]
+    while todo:
+        mod = todo.pop()
+        path = root / (mod.replace(".", "/") + ".py")
+        if mod in seen or not path.is_file():
+            continue
+        seen.add(mod)
+        for node in ast.walk(ast.parse(path.read_text(), str(path))):
+            names = [a.name for a in node.names] if isinstance(node, ast.Import) else \
+                [node.module or ""] + [f"{node.module}.{a.name}" for a in node.names] \
+                if isinstance(node, ast.ImportFrom) and node.level == 0 else []
+            todo += [n for n in names if n.startswith("audiognn.models.")]
+    return {f"{m.replace('.', '/')}.py" for m in seen}
+
+
+def code_id(root: Path = ROOT, backbone: str | None = None) -> str:
     """A short digest of the ``.py`` files of :data:`CODE_DIRS` (paths and contents): the same recipe on other
-    code can train other weights (a reordered float sum changes 15 epochs), so results are keyed by both."""
+    code can train other weights (a reordered float sum changes 15 epochs), so results are keyed by both.
+    With ``backbone`` (a class path, ``"audiognn.models.cnn.CNN"``) the files of ``audiognn/models/`` that
+    module does not import are left out: a change to one model does not re-run the others."""
+    keep = model_modules(backbone.rpartition(".")[0], root) if backbone else None
     h = hashlib.sha1()
     for path in sorted(p for d in CODE_DIRS for p in (root / d).rglob("*.py")):
-        h.update(path.relative_to(root).as_posix().encode() + b"\0" + path.read_bytes() + b"\0")
+        rel = path.relative_to(root).as_posix()
+        if keep is not None and rel.startswith(MODELS_DIR + "/") and rel.count("/") == 2 \
+                and not rel.endswith("__init__.py") and rel not in keep:
+            continue
+        h.update(rel.encode() + b"\0" + path.read_bytes() + b"\0")
     return h.hexdigest()[:10]
 
 
@@ -163,6 +191,7 @@ def run_one(name: str, root: Path, test_fold: int, train_folds: list[int], args,
     from datamodules.audio_shards import AudioShardDataModule
 
     r = recipe(name, args.set)
+    code = code_id(backbone=r["model"]["backbone"]["class_path"])  # before training: the code that trains
     data = {k: v for k, v in r["data"].items() if k not in ("root", "num_workers", "train_splits", "val_splits",
                                                              "test_splits", "seed", "batch_size")}
     batch_size = r["data"].get("batch_size", 32)
@@ -199,7 +228,7 @@ def run_one(name: str, root: Path, test_fold: int, train_folds: list[int], args,
            "epochs": args.epochs, "seed": seed, "acc": res["test/acc"], "f1": res["test/f1"],
            "params": sum(p.numel() for p in model.backbone.parameters() if p.requires_grad),
            "epoch_seconds": timer.times, "norm_over": train, "norm": norm, "cm": cm.matrices["test"].tolist(),
-           "classes": dm.class_names, "recipe": r, "recipe_id": recipe_id(r), "code_id": args.code_id,
+           "classes": dm.class_names, "recipe": r, "recipe_id": recipe_id(r), "code_id": code,
            "batch_size": batch_size, "threads": args.threads, "load_start": load0, "load_end": load1,
            "test_keys": scores.keys, "test_targets": scores.targets,
            "test_scores": [[round(v, 6) for v in row] for row in scores.scores]}
@@ -238,8 +267,11 @@ def ensemble(records: list[dict]) -> dict:
     over the runs (softmax probabilities), then accuracy (micro) and macro-F1 over the fold as for one run
     (torchmetrics, as ``AudioClassifier`` computes ``test/acc`` and ``test/f1``), and the confusion matrix."""
     import torch
-    from torchmetrics.functional.classification import (multiclass_accuracy, multiclass_confusion_matrix,
-                                                        multiclass_f1_score)
+    from torchmetrics.functional.classification import (
+        multiclass_accuracy,
+        multiclass_confusion_matrix,
+        multiclass_f1_score,
+    )
 
     keys = records[0]["test_keys"]
     index = {k: i for i, k in enumerate(keys)}
@@ -396,18 +428,19 @@ def _bench(args, root: Path, out: Path, info: dict, test_folds: list[int], train
 
     from callbacks.confusion_matrix import plot_confusion_matrix
 
-    rid = {m: recipe_id(recipe(m, args.set)) for m in args.models}
-    args.code_id = code_id()
+    recipes = {m: recipe(m, args.set) for m in args.models}
+    rid = {m: recipe_id(r) for m, r in recipes.items()}
+    cid = {m: code_id(backbone=r["model"]["backbone"]["class_path"]) for m, r in recipes.items()}
     print(f"data: {root} ({info.get('name', '?')}, {len(info['classes'])} classes, "
           + ", ".join(f"{s}: {m['clips']}" for s, m in sorted(info["splits"].items()))
           + f"); epochs {args.epochs}; seeds {args.seeds}; held-out folds {test_folds}; "
           + (f"training folds {args.train_folds}; " if args.train_folds else "")
           + f"overrides {args.set}; "
-          + f"recipes {rid}; code {args.code_id}", flush=True)
+          + f"recipes {rid}; code {cid}", flush=True)
     results_file = out / "results.json"
     key = lambda r: (r["model"], r["test_fold"], tuple(r["train_folds"]), r["epochs"], r["seed"],  # noqa: E731
                      r.get("recipe_id"), r.get("code_id"))
-    want = lambda m, f, s: (m, f, tuple(train_of[f]), args.epochs, s, rid[m], args.code_id)  # noqa: E731
+    want = lambda m, f, s: (m, f, tuple(train_of[f]), args.epochs, s, rid[m], cid[m])  # noqa: E731
     have = {}
     for f in [*(Path(d) / "results.json" for d in args.merge), results_file]:
         # a run recorded before the per-clip scores were kept is run again (the ensembles need them)

@@ -105,6 +105,37 @@ def test_code_digest_changes_with_the_code(tmp_path):
     assert len({first, edited, renamed}) == 3 and mod.code_id(tmp_path) == renamed
 
 
+def test_code_digest_of_a_model_leaves_out_the_other_models(tmp_path):
+    """A model's digest covers its own module and the model modules it imports (transitively), and every file
+    outside ``audiognn/models``: editing one model re-runs that model only, editing shared code re-runs all."""
+    mod = _bench()
+    models = tmp_path / "audiognn" / "models"
+    models.mkdir(parents=True)
+    for d in ("datamodules", "callbacks"):
+        (tmp_path / d).mkdir()
+        (tmp_path / d / "m.py").write_text("x = 1\n")
+    (models / "__init__.py").write_text("")
+    (models / "base.py").write_text("B = 1\n")
+    (models / "front.py").write_text("from audiognn.models.base import B\n")
+    (models / "a.py").write_text("import torch\nfrom audiognn.models import front\n")
+    (models / "b.py").write_text("import audiognn.models.base\n")
+    assert mod.model_modules("audiognn.models.a", tmp_path) == {
+        "audiognn/models/a.py", "audiognn/models/front.py", "audiognn/models/base.py"}
+    assert mod.model_modules("audiognn.models.b", tmp_path) == {"audiognn/models/b.py", "audiognn/models/base.py"}
+    digests = lambda: (mod.code_id(tmp_path, "audiognn.models.a.A"), mod.code_id(tmp_path, "audiognn.models.b.B"))  # noqa: E731
+    a0, b0 = digests()
+    (models / "front.py").write_text("from audiognn.models.base import B\nC = 2\n")  # only a imports it
+    a1, b1 = digests()
+    assert a1 != a0 and b1 == b0
+    (models / "base.py").write_text("B = 2\n")  # both import it
+    a2, b2 = digests()
+    assert a2 != a1 and b2 != b1
+    (tmp_path / "callbacks" / "m.py").write_text("x = 2\n")  # shared code
+    a3, b3 = digests()
+    assert a3 != a2 and b3 != b2
+    assert mod.code_id(tmp_path) not in (a3, b3)  # without a backbone: every file
+
+
 def _record(seed: int, keys: list[str], scores: list[list[float]], targets: list[int], fold: int = 3) -> dict:
     n = len(scores[0])
     return {"model": "cnn", "test_fold": fold, "seed": seed, "classes": [str(i) for i in range(n)],

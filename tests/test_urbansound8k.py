@@ -166,7 +166,8 @@ def test_real_audio_bench_smoke(tmp_path, capsys):
     for r in runs:
         assert r["norm_over"] == [f"fold{f}" for f in (1, 2, 3) if f != r["test_fold"]]
         assert 0 <= r["acc"] <= 1 and len(r["epoch_seconds"]) == 1
-        assert r["code_id"] == mod.code_id()  # keyed by the code as well as the recipe
+        # keyed by the code as well as the recipe: the code shared by all models and this model's own module
+        assert r["code_id"] == mod.code_id(backbone=r["recipe"]["model"]["backbone"]["class_path"]) != mod.code_id()
     assert "done before" in capsys.readouterr().out
     assert all((tmp_path / "out" / f"confusion_{m}.png").stat().st_size > 1000 for m in ("gnn", "cnn"))
     # a learning-curve point: held-out fold 3 trained on fold 1 alone, a run of its own beside the full rotation
