@@ -21,6 +21,8 @@ BACKBONES = {
     "cnn-time-pool": partial(CNN, channels=(4, 8), dropout=0.2, freq_bands=2, time_pool=2),
     "rnn-lstm": partial(RNN, cell="lstm", n_mels=F, n_mfcc=8, hidden=8),
     "rnn-gru-logmel": partial(RNN, cell="gru", bidirectional=False, n_mels=F, n_mfcc=None, hidden=8),
+    "rnn-conv-frames": partial(RNN, n_mels=F, hidden=8, conv_channels=[4, 8]),
+    "rnn-time-pool": partial(RNN, n_mels=F, n_mfcc=8, hidden=8, time_pool=3),
     **{f"genre-gnn-{c}": partial(GenreGNN, n_mels=F, segment_frames=8, k=3, conv=c, hidden=16, heads=2)
        for c in CONVS},
     "genre-gnn-logmel": partial(GenreGNN, n_mels=F, segment_frames=8, node_features="logmel", hidden=16),

@@ -125,6 +125,41 @@ def test_bad_input_raises():
         GenreGNN(3)(torch.randn(2, 10, 64))
     with pytest.raises(ValueError, match="cell must be one of"):
         RNN(3, cell="rnn")
+    with pytest.raises(ValueError, match=r"conv_channels must be None or a non-empty list .* got \[\]"):
+        RNN(3, conv_channels=[])
+    with pytest.raises(ValueError, match="time_pool must be an integer >= 1, got 0"):
+        RNN(3, time_pool=0)
+
+
+def test_rnn_time_pool_averages_frames_before_the_rnn():
+    """``time_pool=p``: the RNN reads ceil(T / p) steps, each the mean of p consecutive feature frames (the last
+    step the mean of what is left), checked against the steps computed by hand."""
+    torch.manual_seed(0)
+    m = RNN(4, n_mels=16, n_mfcc=None, hidden=8, time_pool=4).eval()
+    seen = []
+    m.rnn.register_forward_hook(lambda mod, inp, out: seen.append(inp[0]))
+    x = torch.randn(2, 10, 16)
+    m(x)
+    pooled = torch.stack([x[:, 0:4].mean(1), x[:, 4:8].mean(1), x[:, 8:10].mean(1)], dim=1)  # [2, 3, 16]
+    bn = m.norm
+    expected = (pooled - bn.running_mean) / torch.sqrt(bn.running_var + bn.eps) * bn.weight + bn.bias
+    torch.testing.assert_close(seen[0], expected, rtol=1e-5, atol=1e-5)
+
+
+def test_rnn_conv_frames_read_learned_features_of_every_frame():
+    """With ``conv_channels`` the RNN's input is the frame encoder's output (one vector per frame, no MFCC):
+    the RNN sees as many steps as the clip has frames, and changing one frame's mel bins changes the output
+    only through the encoder (its grads are non-zero), not through the unused MFCC path."""
+    torch.manual_seed(0)
+    m = RNN(4, n_mels=16, n_mfcc=8, hidden=8, conv_channels=[4, 6]).eval()
+    assert m.frames.out_dim == 6 and m.rnn.input_size == 6 and m.norm.num_features == 6
+    seen = []
+    m.rnn.register_forward_hook(lambda mod, inp, out: seen.append(inp[0].shape))
+    x = torch.randn(2, 25, 16, requires_grad=True)
+    m(x).sum().backward()
+    assert seen == [(2, 25, 6)]
+    assert all(p.grad is not None and p.grad.abs().sum() > 0 for p in m.frames.parameters())
+    torch.testing.assert_close(m(x[1:]), m(x)[1:], rtol=1e-4, atol=1e-5)
 
 
 @pytest.mark.parametrize("cell", ["lstm", "gru"])

@@ -16,6 +16,7 @@ from torch import nn
 
 from audiognn.features import mfcc_from_logmel
 from audiognn.models.base import AudioBackbone, check_choice
+from audiognn.models.genre_gnn import FrameEncoder
 
 CELLS = {"lstm": nn.LSTM, "gru": nn.GRU}
 
@@ -38,6 +39,13 @@ class RNN(AudioBackbone):
         hidden (int, optional): hidden size H per direction. (default: ``128``)
         num_layers (int, optional): stacked RNN layers. (default: ``2``)
         dropout (float, optional): between RNN layers and before the head. (default: ``0.2``)
+        conv_channels (list[int], optional): when set, the RNN reads learned frame features instead of the
+            MFCCs: a :class:`~audiognn.models.genre_gnn.FrameEncoder` with these channels (conv 3x3, BN, ReLU and
+            a max-pool of 4 mel bins each; then the mean over the bins left), ``conv_channels[-1]`` features per
+            frame, every frame kept; ``n_mfcc`` is then unused. ``None``: MFCCs (or log-mel). (default: ``None``)
+        time_pool (int, optional): average the frame features over this many frames before the RNN (``4`` on
+            10 ms frames: 40 ms steps). The RNN's cost is in proportion to its steps, so ``4`` lets it read
+            whole 4 s clips at the cost of 1 s crops. (default: ``1``)
 
     Shapes:
         - **input:** normalised log-mel :math:`(B, T, F)`
@@ -55,12 +63,22 @@ class RNN(AudioBackbone):
         hidden: int = 128,
         num_layers: int = 2,
         dropout: float = 0.2,
+        conv_channels: list[int] | None = None,
+        time_pool: int = 1,
     ):
         super().__init__()
         check_choice("cell", cell, sorted(CELLS))
+        if not isinstance(time_pool, int) or isinstance(time_pool, bool) or time_pool < 1:
+            raise ValueError(f"RNN time_pool must be an integer >= 1, got {time_pool!r}")
+        self.time_pool = time_pool
         self.n_mels = n_mels
         self.n_mfcc = n_mfcc
-        in_dim = n_mfcc or n_mels
+        if conv_channels is not None and (not conv_channels or any(not isinstance(c, int) or c < 1
+                                                                   for c in conv_channels)):
+            raise ValueError(f"RNN conv_channels must be None or a non-empty list of positive integers, "
+                             f"got {conv_channels!r}")
+        self.frames = None if conv_channels is None else FrameEncoder(tuple(conv_channels))
+        in_dim = self.frames.out_dim if self.frames is not None else (n_mfcc or n_mels)
         self.norm = nn.BatchNorm1d(in_dim)
         self.rnn = CELLS[cell](
             in_dim,
@@ -78,7 +96,13 @@ class RNN(AudioBackbone):
         """``x: [B, T, F]`` -> ``[B, 2 * hidden * directions]`` (mean and max over time of the outputs)."""
         if x.dim() != 3 or x.shape[-1] != self.n_mels:
             raise ValueError(f"RNN expects x [B, T, {self.n_mels}] log-mel, got shape {tuple(x.shape)}")
-        x = x.float() if self.n_mfcc is None else mfcc_from_logmel(x, self.n_mfcc)  # [B, T, M]
-        x = self.norm(x.transpose(1, 2)).transpose(1, 2)  # [B, T, M]
+        if self.frames is not None:
+            x = self.frames(x)  # [B, T, conv_channels[-1]]
+        else:
+            x = x.float() if self.n_mfcc is None else mfcc_from_logmel(x, self.n_mfcc)  # [B, T, M]
+        x = x.transpose(1, 2)  # [B, M, T]
+        if self.time_pool > 1:
+            x = nn.functional.avg_pool1d(x, self.time_pool, ceil_mode=True)  # [B, M, ceil(T / time_pool)]
+        x = self.norm(x).transpose(1, 2)  # [B, T', M]
         out, _ = self.rnn(x)  # [B, T, H*dirs]
         return torch.cat([out.mean(1), out.amax(1)], dim=-1)
