@@ -4,7 +4,7 @@
         --target-frames 400 --num-mel-bins 64 --out data/urbansound8k
     python bench/real_audio.py --shards data/urbansound8k --seeds 0 1 2 --jobs 2 --out bench/out/us8k-seeds3
 
-For every model (CNN, RNN, GenreGNN, LHGNN-tiny) and every held-out fold of the set (the folds are the
+For every model (CNN, RNN, GenreGNN, LHGNN-xs) and every held-out fold of the set (the folds are the
 splits ``fold<N>`` of ``dataset.json``; with UrbanSound8K folds 1-3 that is three rotations), the model is
 trained on the other folds for ``--epochs`` epochs (the same for every model), once per seed of ``--seeds``,
 and tested on the held-out fold (``--train-folds`` trains on fewer folds: a learning curve). Backbone, optimiser, schedule,
@@ -48,7 +48,7 @@ os.environ.setdefault("WANDB_MODE", "disabled")
 from bench.genre_compare import EpochTimer, _callable, _trainer  # noqa: E402
 
 MODELS = ("cnn", "rnn", "gnn", "lhgnn")
-NAMES = {"cnn": "CNN", "rnn": "RNN (BiLSTM)", "gnn": "GenreGNN", "lhgnn": "LHGNN-tiny"}
+NAMES = {"cnn": "CNN", "rnn": "RNN (BiLSTM)", "gnn": "GenreGNN", "lhgnn": "LHGNN-xs"}
 
 
 #: the recipe's trainer callbacks that change the trained weights, and so the result: the bench keeps them
