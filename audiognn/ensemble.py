@@ -1,16 +1,19 @@
 """Ensembles of finished runs from their stored per-clip class scores.
 
 A run that tests a single-label classifier can keep each test clip's key, class scores (softmax) and target
-class (``callbacks.metrics_json.TestScoresToJson``; ``bench/real_audio.py`` keeps them in its records). The
-ensemble of several runs on the same test clips -- a model trained with different seeds, say -- averages each
-clip's scores over the runs and takes the argmax; it is scored like one run: accuracy (micro) and macro-F1
-with torchmetrics, as ``AudioClassifier`` computes ``test/acc`` and ``test/f1``, and the confusion matrix.
+class (``callbacks.metrics_json.TestScoresToJson``, read back by ``read_test_scores``; ``bench/real_audio.py``
+keeps them in its records). The ensemble of several runs on the same test clips -- a model trained with
+different seeds, say -- averages each clip's scores over the runs and takes the argmax; it is scored like one
+run: accuracy (micro) and macro-F1 with torchmetrics, as ``AudioClassifier`` computes ``test/acc`` and
+``test/f1``, and the confusion matrix.
 Clips are matched by key, so the runs may list them in any order.
 """
 
 from __future__ import annotations
 
+import json
 from collections.abc import Sequence
+from pathlib import Path
 
 
 def score_ensemble(runs: Sequence[dict], num_classes: int, names: Sequence[str] | None = None) -> dict:
@@ -53,3 +56,26 @@ def score_ensemble(runs: Sequence[dict], num_classes: int, names: Sequence[str] 
             "f1": float(multiclass_f1_score(pred, target, num_classes, average="macro")),
             "cm": multiclass_confusion_matrix(pred, target, num_classes).tolist(),
             "clips": len(keys), "members": list(names)}  # fmt: skip
+
+
+def read_test_scores(path: str | Path) -> dict:
+    """The scores ``TestScoresToJson`` wrote to ``path``, with those of the other DDP ranks (``path.rank*``);
+    a clip seen twice (a distributed sampler pads the last batch with repeated clips) is kept once."""
+    path = Path(path)
+    files = [path, *sorted(path.parent.glob(path.name + ".rank*"))]
+    out: dict = {"keys": [], "scores": [], "targets": [], "classes": []}
+    seen: set[str] = set()
+    for f in files:
+        try:
+            d = json.loads(f.read_text())
+            parts = d["keys"], d["scores"], d["targets"]
+        except (OSError, ValueError, KeyError, TypeError) as e:
+            raise ValueError(f"{f}: not a test-scores file written by TestScoresToJson ({e})") from None
+        out["classes"] = out["classes"] or d.get("classes", [])
+        for k, s, t in zip(*parts, strict=True):
+            if k not in seen:
+                seen.add(k)
+                out["keys"].append(k)
+                out["scores"].append(s)
+                out["targets"].append(t)
+    return out

@@ -1,8 +1,8 @@
 """Test results to JSON files (used by the fold runner, ``audiognn.cli.cross_validate``).
 
 ``TestMetricsToJson`` writes a run's test metrics; ``TestScoresToJson`` writes each test clip's key, class
-scores and target, from which runs are combined into ensembles (``audiognn.ensemble``); ``read_test_scores``
-reads them back, the files of every DDP rank merged.
+scores and target, from which runs are combined into ensembles; ``audiognn.ensemble.read_test_scores`` reads
+them back, the files of every DDP rank merged.
 """
 
 from __future__ import annotations
@@ -33,10 +33,11 @@ class TestScoresToJson(L.Callback):
     "classes"}`` to ``path`` at the end of ``test`` (``path=None``: kept in ``keys``, ``scores``, ``targets``
     only).
 
-    Reads what ``AudioClassifier.test_step`` returns (``logits``, ``target``), the batch's ``key`` list and the
-    module's ``_scores`` (softmax for single-label, sigmoid for multi-label). A module whose test step returns
-    something else is left alone and no file is written. Under DDP every rank tests its own clips: rank r > 0
-    writes ``path`` + ``.rank{r}``; ``read_test_scores`` merges them."""
+    Reads what ``AudioClassifier.test_step`` returns (``logits``, ``target``) and the batch's ``key`` list; the
+    scores are those the task's metrics see: softmax over the classes for single-label targets ([B] class
+    indices), sigmoid for multi-label ones ([B, C]). A module whose test step returns something else is left
+    alone and no file is written. Under DDP every rank tests its own clips: rank r > 0
+    writes ``path`` + ``.rank{r}``; ``audiognn.ensemble.read_test_scores`` merges them."""
 
     __test__ = False  # not a pytest test class
 
@@ -50,13 +51,14 @@ class TestScoresToJson(L.Callback):
         self.keys, self.scores, self.targets = [], [], []
 
     def on_test_batch_end(self, trainer, pl_module, outputs, batch, batch_idx, dataloader_idx=0) -> None:
-        if not (isinstance(outputs, dict) and "logits" in outputs and isinstance(batch, dict) and "key" in batch
-                and hasattr(pl_module, "_scores")):  # fmt: skip
+        if not (isinstance(outputs, dict) and {"logits", "target"} <= outputs.keys() and isinstance(batch, dict)
+                and "key" in batch):  # fmt: skip
             return
+        logits, target = outputs["logits"].detach().float(), outputs["target"]
+        scores = logits.softmax(1) if target.ndim == 1 else logits.sigmoid()
         self.keys += [str(k) for k in batch["key"]]
-        self.scores += [[round(v, self.digits) for v in row]
-                        for row in pl_module._scores(outputs["logits"].detach().float()).cpu().tolist()]
-        self.targets += outputs["target"].cpu().tolist()
+        self.scores += [[round(v, self.digits) for v in row] for row in scores.cpu().tolist()]
+        self.targets += target.cpu().tolist()
 
     def on_test_end(self, trainer, pl_module) -> None:
         if not self.keys or self.path is None:
@@ -67,26 +69,3 @@ class TestScoresToJson(L.Callback):
         classes = list(getattr(pl_module, "class_names", []) or [])
         path.write_text(json.dumps({"keys": self.keys, "scores": self.scores, "targets": self.targets,
                                     "classes": classes}))  # fmt: skip
-
-
-def read_test_scores(path: str | Path) -> dict:
-    """The scores ``TestScoresToJson`` wrote to ``path``, with those of the other DDP ranks (``path.rank*``);
-    a clip seen twice (a distributed sampler pads the last batch with repeated clips) is kept once."""
-    path = Path(path)
-    files = [path, *sorted(path.parent.glob(path.name + ".rank*"))]
-    out: dict = {"keys": [], "scores": [], "targets": [], "classes": []}
-    seen: set[str] = set()
-    for f in files:
-        try:
-            d = json.loads(f.read_text())
-            parts = d["keys"], d["scores"], d["targets"]
-        except (OSError, ValueError, KeyError, TypeError) as e:
-            raise ValueError(f"{f}: not a test-scores file written by TestScoresToJson ({e})") from None
-        out["classes"] = out["classes"] or d.get("classes", [])
-        for k, s, t in zip(*parts, strict=True):
-            if k not in seen:
-                seen.add(k)
-                out["keys"].append(k)
-                out["scores"].append(s)
-                out["targets"].append(t)
-    return out

@@ -11,8 +11,8 @@ import torch
 import yaml
 
 from audiognn.cli import cross_validate as cv
-from audiognn.ensemble import score_ensemble
-from callbacks.metrics_json import TestScoresToJson, read_test_scores
+from audiognn.ensemble import read_test_scores, score_ensemble
+from callbacks.metrics_json import TestScoresToJson
 from tests.conftest import write_shards
 
 ROOT = Path(__file__).resolve().parents[1]

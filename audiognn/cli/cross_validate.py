@@ -41,6 +41,8 @@ from pathlib import Path
 
 import yaml
 
+from audiognn.ensemble import read_test_scores, score_ensemble
+
 REPO = Path(__file__).resolve().parents[2]
 
 
@@ -111,9 +113,6 @@ def summarise(results: dict[tuple[int, int], float], metric: str = "test/acc", n
 def seed_ensembles(out: Path, seeds: list[int], folds: list[int]) -> tuple[list[dict], list[str]]:
     """Per test fold, the ensemble of the seeds' runs from their ``test_scores.json`` (see the module docstring);
     records ``{"fold", "seeds", "acc", "f1", "cm", "clips"}`` and the summary's lines. Empty for one seed."""
-    from audiognn.ensemble import score_ensemble
-    from callbacks.metrics_json import read_test_scores
-
     if len(seeds) < 2:
         return [], []
     records, skipped = [], []
