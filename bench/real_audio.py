@@ -158,26 +158,6 @@ def train_fold_norm(root: Path, splits: list[str]) -> tuple[float, float]:
     return float(mean), float(np.sqrt(max(acc[1] / acc[2] - mean**2, 1e-12)))
 
 
-def _test_scores():
-    """A callback keeping each test clip's key, class scores (softmax) and target class: the seeds of a model
-    are combined into an ensemble from these (:func:`ensemble`)."""
-    from lightning.pytorch.callbacks import Callback
-
-    class _Scores(Callback):
-        def __init__(self):
-            self.keys, self.scores, self.targets = [], [], []
-
-        def on_test_epoch_start(self, trainer, pl_module):
-            self.keys, self.scores, self.targets = [], [], []
-
-        def on_test_batch_end(self, trainer, pl_module, outputs, batch, batch_idx, dataloader_idx=0):
-            self.keys += list(batch["key"])
-            self.scores += pl_module._scores(outputs["logits"].float()).tolist()
-            self.targets += outputs["target"].tolist()
-
-    return _Scores()
-
-
 def run_one(name: str, root: Path, test_fold: int, train_folds: list[int], args, seed: int = 0) -> dict:
     """Train ``name`` on ``train_folds`` with ``seed``, test on ``test_fold``; accuracy, F1, parameters, epoch
     times, CM, and each test clip's class scores (``test_keys``, ``test_scores``, ``test_targets``).
@@ -188,6 +168,7 @@ def run_one(name: str, root: Path, test_fold: int, train_folds: list[int], args,
 
     from audiognn.tasks.audio_classifier import AudioClassifier
     from callbacks.confusion_matrix import ConfusionMatrixPlot
+    from callbacks.metrics_json import TestScoresToJson
     from datamodules.audio_shards import AudioShardDataModule
 
     r = recipe(name, args.set)
@@ -216,7 +197,7 @@ def run_one(name: str, root: Path, test_fold: int, train_folds: list[int], args,
     model = AudioClassifier(_callable(bb), dm.num_classes, dm.multilabel, data_info=dm.data_info,
                             optimizer=_callable(m["optimizer"]), scheduler=_callable(m.get("scheduler")),
                             eval_crop_frames=crop)
-    timer, cm, scores = EpochTimer(), ConfusionMatrixPlot(every_n_epochs=10**9), _test_scores()
+    timer, cm, scores = EpochTimer(), ConfusionMatrixPlot(every_n_epochs=10**9), TestScoresToJson(digits=6)
     averaging = [_callable(c)() for c in r.get("averaging", [])]  # the averaged weights are the ones tested
     trainer = _trainer(args.epochs, [*averaging, timer, cm, scores,
                                      _progress(f"{name} fold {test_fold} seed {seed}", timer)])
@@ -231,7 +212,7 @@ def run_one(name: str, root: Path, test_fold: int, train_folds: list[int], args,
            "classes": dm.class_names, "recipe": r, "recipe_id": recipe_id(r), "code_id": code,
            "batch_size": batch_size, "threads": args.threads, "load_start": load0, "load_end": load1,
            "test_keys": scores.keys, "test_targets": scores.targets,
-           "test_scores": [[round(v, 6) for v in row] for row in scores.scores]}
+           "test_scores": scores.scores}
     if crop is not None and args.whole:
         model.hparams.eval_crop_frames = None
         whole = trainer.test(model, dm, verbose=False)[0]
@@ -264,32 +245,13 @@ def _run_job(job: tuple) -> dict:
 
 def ensemble(records: list[dict]) -> dict:
     """The ensemble of ``records`` (one model and held-out fold, other seeds): each clip's class scores averaged
-    over the runs (softmax probabilities), then accuracy (micro) and macro-F1 over the fold as for one run
-    (torchmetrics, as ``AudioClassifier`` computes ``test/acc`` and ``test/f1``), and the confusion matrix."""
-    import torch
-    from torchmetrics.functional.classification import (
-        multiclass_accuracy,
-        multiclass_confusion_matrix,
-        multiclass_f1_score,
-    )
+    over the runs, scored as one run (``audiognn.ensemble.score_ensemble``), with the members' seeds."""
+    from audiognn.ensemble import score_ensemble
 
-    keys = records[0]["test_keys"]
-    index = {k: i for i, k in enumerate(keys)}
-    if len(index) != len(keys):
-        raise ValueError(f"{records[0]['model']} fold {records[0]['test_fold']}: duplicate test keys")
-    n = len(records[0]["classes"])
-    total, target = torch.zeros(len(keys), n, dtype=torch.float64), torch.full((len(keys),), -1)
-    for r in records:
-        if sorted(r["test_keys"]) != sorted(keys):
-            raise ValueError(f"{r['model']} fold {r['test_fold']} seed {r['seed']}: tested other clips than seed "
-                             f"{records[0]['seed']}; an ensemble needs the same test clips")
-        rows = torch.tensor([index[k] for k in r["test_keys"]])
-        total[rows] += torch.tensor(r["test_scores"], dtype=torch.float64)
-        target[rows] = torch.tensor(r["test_targets"])
-    pred = total.argmax(1)
-    return {"acc": float(multiclass_accuracy(pred, target, n, average="micro")),
-            "f1": float(multiclass_f1_score(pred, target, n, average="macro")),
-            "cm": multiclass_confusion_matrix(pred, target, n).tolist(), "seeds": [r["seed"] for r in records]}
+    runs = [{"keys": r["test_keys"], "scores": r["test_scores"], "targets": r["test_targets"]} for r in records]
+    names = [f"{r['model']} fold {r['test_fold']} seed {r['seed']}" for r in records]
+    e = score_ensemble(runs, len(records[0]["classes"]), names)
+    return {"acc": e["acc"], "f1": e["f1"], "cm": e["cm"], "seeds": [r["seed"] for r in records]}
 
 
 def _mean_sd(values: list[float]) -> str:

@@ -15,11 +15,15 @@ then runs, as subprocesses, ``train.py fit`` and ``train.py test --ckpt_path ...
 last, weight-averaged model: never a checkpoint chosen on the test fold). The normalisation statistics of a
 run are those of its training folds only: the DataModule pools the per-split statistics ``prepare`` records
 for its ``train_splits``. A callback added to the run's config (``callbacks.metrics_json.TestMetricsToJson``)
-writes the test metrics to ``OUT/seed{s}-fold{k}/test_metrics.json``.
+writes the test metrics to ``OUT/seed{s}-fold{k}/test_metrics.json``, another
+(``TestScoresToJson``) each test clip's class scores to ``test_scores.json``.
 
 Outputs: ``OUT/results.json`` (one record per run: seed, fold, train folds, every test metric) and
 ``OUT/summary.md`` (per run; per seed the CV score, the mean over its folds; mean ± std over seeds of the CV
 score -- the figure of Singh et al., *LHGNN*, §III-C, for ESC-50 -- and over all runs; sample std, ddof = 1).
+With two seeds or more, the **ensemble of the seeds** per test fold (each clip's class scores averaged over
+the seeds, then accuracy and macro-F1 as for one run: ``audiognn.ensemble``) goes to ``OUT/ensembles.json`` and
+the summary (single-label classification; a fold whose runs kept no scores is left out and named).
 Resumable: a run whose ``test_metrics.json`` exists is not repeated (re-run the same command; ``--force``
 re-runs everything).
 """
@@ -36,6 +40,8 @@ import sys
 from pathlib import Path
 
 import yaml
+
+from audiognn.ensemble import read_test_scores, score_ensemble
 
 REPO = Path(__file__).resolve().parents[2]
 
@@ -66,7 +72,8 @@ def run_config(base: dict, seed: int, fold: int, folds: list[int], run_dir: Path
         logger["init_args"]["save_dir"] = str(run_dir)
         if "name" in logger["init_args"] or "WandbLogger" in str(logger.get("class_path", "")):
             logger["init_args"]["name"] = f"{logger['init_args'].get('name', 'cv')}-{run_dir.name}"
-    callbacks = [c for c in (tr.get("callbacks") or []) if "TestMetricsToJson" not in str(c.get("class_path"))]
+    ours = ("TestMetricsToJson", "TestScoresToJson")
+    callbacks = [c for c in (tr.get("callbacks") or []) if not str(c.get("class_path")).endswith(ours)]
     if any(str(c.get("class_path", "")).endswith("ModelCheckpoint") for c in callbacks):
         raise ValueError(f"{where}: put ModelCheckpoint under the top-level 'checkpoint:' key (train.py), "
                          "not in trainer.callbacks")  # fmt: skip
@@ -75,6 +82,8 @@ def run_config(base: dict, seed: int, fold: int, folds: list[int], run_dir: Path
     cfg["checkpoint"] = ckpt
     callbacks.append({"class_path": "callbacks.metrics_json.TestMetricsToJson",
                       "init_args": {"path": str(run_dir / "test_metrics.json")}})  # fmt: skip
+    callbacks.append({"class_path": "callbacks.metrics_json.TestScoresToJson",
+                      "init_args": {"path": str(run_dir / "test_scores.json")}})  # fmt: skip
     tr["callbacks"] = callbacks
     return cfg
 
@@ -99,6 +108,37 @@ def summarise(results: dict[tuple[int, int], float], metric: str = "test/acc", n
     m, sd = _mean_sd(list(results.values()))
     lines.append(f"over all {len(results)} runs: {100 * m:.2f} ± {100 * sd:.2f} %")
     return lines
+
+
+def seed_ensembles(out: Path, seeds: list[int], folds: list[int]) -> tuple[list[dict], list[str]]:
+    """Per test fold, the ensemble of the seeds' runs from their ``test_scores.json`` (see the module docstring);
+    records ``{"fold", "seeds", "acc", "f1", "cm", "clips"}`` and the summary's lines. Empty for one seed."""
+    if len(seeds) < 2:
+        return [], []
+    records, skipped = [], []
+    for fold in folds:
+        files = [out / f"seed{s}-fold{fold}" / "test_scores.json" for s in seeds]
+        if not all(f.is_file() for f in files):
+            skipped.append(f"fold {fold}: no test_scores.json in " + ", ".join(str(f.parent.name) for f in files
+                                                                                if not f.is_file()))
+            continue
+        runs = [read_test_scores(f) for f in files]
+        if any(not isinstance(t, int) for r in runs for t in r["targets"]):
+            skipped.append(f"fold {fold}: multi-label targets (the ensemble scores single-label classes only)")
+            continue
+        n = len(runs[0]["classes"]) or len(runs[0]["scores"][0])
+        e = score_ensemble(runs, n, [f.parent.name for f in files])
+        records.append({"fold": fold, "seeds": list(seeds), **e})
+    lines = []
+    if records:
+        lines += ["", f"ensemble of seeds {' '.join(map(str, seeds))} (mean of the class scores per clip):"]
+        lines += [f"fold {r['fold']}: acc {100 * r['acc']:.2f}%, macro-F1 {100 * r['f1']:.2f}% ({r['clips']} clips)"
+                  for r in records]  # fmt: skip
+        for k, name in (("acc", "accuracy"), ("f1", "macro-F1")):
+            m, sd = _mean_sd([r[k] for r in records])
+            lines.append(f"ensemble {name} over {len(records)} fold(s): {100 * m:.2f} ± {100 * sd:.2f} %")
+    lines += [f"no ensemble for {s}" for s in skipped]
+    return records, lines
 
 
 def metrics_table(records: list[dict]) -> list[str]:
@@ -146,7 +186,8 @@ def _run(run_dir: Path, run_cfg: Path, extra: list[str], force: bool, dry_run: b
     if metrics_file.exists() and not force:
         print(f"{run_dir.name}: done before, reading {metrics_file}", flush=True)
         return 0
-    metrics_file.unlink(missing_ok=True)
+    for stale in (metrics_file, *run_dir.glob("test_scores.json*")):  # a re-run writes its own
+        stale.unlink(missing_ok=True)
     for c in cmds:
         print("$ " + " ".join(c), flush=True)
         rc = subprocess.run(c, cwd=REPO, check=False).returncode
@@ -195,6 +236,12 @@ def main(argv: list[str] | None = None) -> int:
     if records:
         results = {(r["seed"], r["fold"]): r["metrics"][args.metric] for r in records}
         lines = summarise(results, args.metric, cfg_path.stem) + [""] + metrics_table(records)
+        ens, ens_lines = seed_ensembles(out, list(args.seeds), list(test_folds))
+        lines += ens_lines
+        if ens:
+            (out / "ensembles.json").write_text(json.dumps(ens, indent=1))
+        else:
+            (out / "ensembles.json").unlink(missing_ok=True)  # from an earlier call with more seeds
         (out / "results.json").write_text(json.dumps(records, indent=1))
         (out / "summary.md").write_text("\n".join(lines) + "\n")
         print("\n".join(lines) + f"\nper run: {out / 'results.json'}; summary: {out / 'summary.md'}")
