@@ -69,10 +69,12 @@ def read_test_scores(path: str | Path) -> dict:
         try:
             d = json.loads(f.read_text())
             parts = d["keys"], d["scores"], d["targets"]
+            if len({len(p) for p in parts}) != 1:
+                raise ValueError(f"{len(parts[0])} keys, {len(parts[1])} score rows, {len(parts[2])} targets")
         except (OSError, ValueError, KeyError, TypeError) as e:
             raise ValueError(f"{f}: not a test-scores file written by TestScoresToJson ({e})") from None
         out["classes"] = out["classes"] or d.get("classes", [])
-        for k, s, t in zip(*parts, strict=True):
+        for k, s, t in zip(*parts):
             if k not in seen:
                 seen.add(k)
                 out["keys"].append(k)

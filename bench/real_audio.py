@@ -197,7 +197,7 @@ def run_one(name: str, root: Path, test_fold: int, train_folds: list[int], args,
     model = AudioClassifier(_callable(bb), dm.num_classes, dm.multilabel, data_info=dm.data_info,
                             optimizer=_callable(m["optimizer"]), scheduler=_callable(m.get("scheduler")),
                             eval_crop_frames=crop)
-    timer, cm, scores = EpochTimer(), ConfusionMatrixPlot(every_n_epochs=10**9), TestScoresToJson(digits=6)
+    timer, cm, scores = EpochTimer(), ConfusionMatrixPlot(every_n_epochs=10**9), TestScoresToJson()
     averaging = [_callable(c)() for c in r.get("averaging", [])]  # the averaged weights are the ones tested
     trainer = _trainer(args.epochs, [*averaging, timer, cm, scores,
                                      _progress(f"{name} fold {test_fold} seed {seed}", timer)])

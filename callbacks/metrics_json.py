@@ -63,7 +63,7 @@ class TestScoresToJson(L.Callback):
     def on_test_end(self, trainer, pl_module) -> None:
         if not self.keys or self.path is None:
             return
-        rank = getattr(trainer, "global_rank", 0)
+        rank = trainer.global_rank
         path = Path(self.path if rank == 0 else f"{self.path}.rank{rank}")
         path.parent.mkdir(parents=True, exist_ok=True)
         classes = list(getattr(pl_module, "class_names", []) or [])

@@ -13,7 +13,7 @@ import yaml
 from audiognn.cli import cross_validate as cv
 from audiognn.ensemble import read_test_scores, score_ensemble
 from callbacks.metrics_json import TestScoresToJson
-from tests.conftest import write_shards
+from tests.test_cv import _study  # a prepared set with folds 1-3 and a config on it
 
 ROOT = Path(__file__).resolve().parents[1]
 
@@ -123,16 +123,9 @@ def test_in_memory_scores_and_rank_files_merge_without_repeats(tmp_path):
     path.write_text("{not json")
     with pytest.raises(ValueError, match="test_scores.json: not a test-scores file"):
         read_test_scores(path)
-
-
-def _study(tmp_path) -> Path:
-    root = tmp_path / "data"
-    write_shards(root, [2], split="fold1", extra_splits={"fold2": [2], "fold3": [2]})
-    cfg = yaml.safe_load((ROOT / "conf" / "urbansound8k" / "cnn.yaml").read_text())
-    cfg["data"]["init_args"]["root"] = str(root)
-    path = tmp_path / "cfg.yaml"
-    path.write_text(yaml.safe_dump(cfg))
-    return path
+    path.write_text(json.dumps({"keys": ["a", "b"], "scores": [[1, 0]], "targets": [0, 1]}))
+    with pytest.raises(ValueError, match="test_scores.json: not a test-scores file .*2 keys, 1 score rows"):
+        read_test_scores(path)
 
 
 def test_fold_runner_reports_the_ensemble_of_its_seeds(tmp_path, monkeypatch):
