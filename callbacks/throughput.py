@@ -35,11 +35,14 @@ class FitThroughputToJson(L.Callback):
         self.path = path
         self.epochs: list[dict] = []
         self._t0: float | None = None
+        self._device: torch.device | None = None  # the fit's GPU, kept: at on_fit_end the module is on the CPU
         self._seconds = 0.0
         self._clips = 0
 
     def _cuda(self, pl_module) -> torch.device | None:
-        return pl_module.device if pl_module.device.type == "cuda" else None
+        if pl_module.device.type == "cuda":
+            self._device = pl_module.device
+        return self._device
 
     def _now(self, pl_module) -> float:
         if (dev := self._cuda(pl_module)) is not None:
@@ -47,7 +50,7 @@ class FitThroughputToJson(L.Callback):
         return time.perf_counter()
 
     def on_fit_start(self, trainer, pl_module) -> None:
-        self.epochs = []
+        self.epochs, self._device = [], None
         if (dev := self._cuda(pl_module)) is not None:
             torch.cuda.reset_peak_memory_stats(dev)
 

@@ -113,3 +113,34 @@ def test_the_fold_runner_records_each_fits_throughput(tmp_path, monkeypatch):
 
 def test_runs_without_a_throughput_file_add_no_table():
     assert cv.throughput_lines([{"seed": 0, "fold": 1, "metrics": {}}]) == []
+
+
+def test_the_gpu_and_its_peak_memory_are_kept_when_the_fit_ends_on_the_cpu(tmp_path, monkeypatch):
+    """Lightning hands ``on_fit_end`` a module already moved back to the CPU: the record still names the GPU the
+    fit ran on and its peak memory (a fake CUDA here: the calls the callback makes, answered)."""
+    from types import SimpleNamespace
+
+    calls = []
+    fake = {"synchronize": lambda d: calls.append(("sync", str(d))), "reset_peak_memory_stats": lambda d: calls.append("reset"),
+            "max_memory_allocated": lambda d: 3 * 2**30, "max_memory_reserved": lambda d: 4 * 2**30,
+            "get_device_name": lambda d: "Fake GPU"}  # fmt: skip
+    for name, fn in fake.items():
+        monkeypatch.setattr(torch.cuda, name, fn)
+    clock = _Clock()
+    monkeypatch.setattr(throughput, "time", clock)
+    logged = {}
+    module = SimpleNamespace(device=torch.device("cuda", 0), log=lambda k, v, **kw: logged.__setitem__(k, v))
+    trainer = SimpleNamespace(world_size=1, current_epoch=0, sanity_checking=False, is_global_zero=True,
+                              precision="bf16-mixed", state=SimpleNamespace(fn="fit"))
+    cb = throughput.FitThroughputToJson(str(tmp_path / "fit.json"))
+    cb.on_fit_start(trainer, module)
+    cb.on_train_epoch_start(trainer, module)
+    clock.t += 2.0
+    cb.on_train_batch_end(trainer, module, None, {"x": torch.zeros(6, 3)}, 0)
+    cb.on_train_epoch_end(trainer, module)
+    module.device = torch.device("cpu")  # what on_fit_end sees
+    cb.on_fit_end(trainer, module)
+    rec = json.loads((tmp_path / "fit.json").read_text())
+    assert rec["device"] == "Fake GPU" and rec["peak_mem_mib"] == 3072.0 and rec["peak_reserved_mib"] == 4096.0
+    assert rec["clips_per_s"] == 3.0 and logged == {"train/clips_per_s": 3.0, "train/peak_mem_mib": 3072.0}
+    assert calls[0] == "reset" and ("sync", "cuda:0") in calls
