@@ -3,9 +3,9 @@
 ``FitThroughputToJson`` times each training epoch from its start to its last batch, validation left out (the
 clock stops while a validation runs, inside the epoch or after its last batch), and counts the clips the
 batches held; on CUDA it synchronises the device before it reads the clock, so the figure is the GPU's work,
-not the launch queue.
-It logs ``train/clips_per_s`` per epoch and, on a GPU, ``train/peak_mem_mib`` (``torch.cuda.max_memory_allocated``
-since the fit started: what the tensors took, not the caching allocator's reserve). At the end of the fit
+not the launch queue. It logs ``train/clips_per_s`` per epoch and, on a GPU, ``train/peak_mem_mib``
+(``torch.cuda.max_memory_allocated`` since the fit started: what the tensors took, not the caching
+allocator's reserve). At the end of the fit
 rank 0 writes ``{"device", "precision", "world_size", "epochs": [{"epoch", "clips", "seconds"}],
 "clips_per_s", "clips_per_s_first_epoch", "peak_mem_mib", "peak_reserved_mib"}`` to ``path``;
 ``clips_per_s`` is over the epochs after the first (the first one carries cuDNN's autotuning and the data
