@@ -16,9 +16,12 @@ last, weight-averaged model: never a checkpoint chosen on the test fold). The no
 run are those of its training folds only: the DataModule pools the per-split statistics ``prepare`` records
 for its ``train_splits``. A callback added to the run's config (``callbacks.metrics_json.TestMetricsToJson``)
 writes the test metrics to ``OUT/seed{s}-fold{k}/test_metrics.json``, another
-(``TestScoresToJson``) each test clip's class scores to ``test_scores.json``.
+(``TestScoresToJson``) each test clip's class scores to ``test_scores.json``, a third
+(``callbacks.throughput.FitThroughputToJson``) the fit's training clips/s and peak GPU memory to
+``fit_throughput.json``.
 
-Outputs: ``OUT/results.json`` (one record per run: seed, fold, train folds, every test metric) and
+Outputs: ``OUT/results.json`` (one record per run: seed, fold, train folds, every test metric, the fit's
+throughput under ``fit``) and
 ``OUT/summary.md`` (per run; per seed the CV score, the mean over its folds; mean ± std over seeds of the CV
 score -- the figure of Singh et al., *LHGNN*, §III-C, for ESC-50 -- and over all runs; sample std, ddof = 1).
 With two seeds or more, the **ensemble of the seeds** per test fold (each clip's class scores averaged over
@@ -72,7 +75,7 @@ def run_config(base: dict, seed: int, fold: int, folds: list[int], run_dir: Path
         logger["init_args"]["save_dir"] = str(run_dir)
         if "name" in logger["init_args"] or "WandbLogger" in str(logger.get("class_path", "")):
             logger["init_args"]["name"] = f"{logger['init_args'].get('name', 'cv')}-{run_dir.name}"
-    ours = ("TestMetricsToJson", "TestScoresToJson")
+    ours = ("TestMetricsToJson", "TestScoresToJson", "FitThroughputToJson")
     callbacks = [c for c in (tr.get("callbacks") or []) if not str(c.get("class_path")).endswith(ours)]
     if any(str(c.get("class_path", "")).endswith("ModelCheckpoint") for c in callbacks):
         raise ValueError(f"{where}: put ModelCheckpoint under the top-level 'checkpoint:' key (train.py), "
@@ -84,6 +87,8 @@ def run_config(base: dict, seed: int, fold: int, folds: list[int], run_dir: Path
                       "init_args": {"path": str(run_dir / "test_metrics.json")}})  # fmt: skip
     callbacks.append({"class_path": "callbacks.metrics_json.TestScoresToJson",
                       "init_args": {"path": str(run_dir / "test_scores.json")}})  # fmt: skip
+    callbacks.append({"class_path": "callbacks.throughput.FitThroughputToJson",
+                      "init_args": {"path": str(run_dir / "fit_throughput.json")}})  # fmt: skip
     tr["callbacks"] = callbacks
     return cfg
 
@@ -152,6 +157,23 @@ def metrics_table(records: list[dict]) -> list[str]:
     return lines
 
 
+def throughput_lines(records: list[dict]) -> list[str]:
+    """Training throughput per run (``fit_throughput.json`` of ``callbacks.throughput.FitThroughputToJson``):
+    clips/s over the epochs after the first, peak accelerator memory, device and precision; empty when no run
+    has the file (runs from before it was written)."""
+    rows = [r for r in records if isinstance(r.get("fit"), dict)]
+    if not rows:
+        return []
+    lines = ["", "| seed | fold | train clips/s | peak memory (MiB) | device | precision |",
+             "| --- | --- | --- | --- | --- | --- |"]
+    for r in rows:
+        f = r["fit"]
+        mem = "—" if f.get("peak_mem_mib") is None else f"{f['peak_mem_mib']:.0f}"
+        rate = "—" if f.get("clips_per_s") is None else f"{f['clips_per_s']:.1f}"
+        lines.append(f"| {r['seed']} | {r['fold']} | {rate} | {mem} | {f.get('device', '?')} | {f.get('precision', '?')} |")
+    return lines
+
+
 def _parse(argv: list[str]) -> tuple[argparse.Namespace, list[str], argparse.ArgumentParser]:
     extra: list[str] = []
     if "--" in argv:
@@ -186,7 +208,7 @@ def _run(run_dir: Path, run_cfg: Path, extra: list[str], force: bool, dry_run: b
     if metrics_file.exists() and not force:
         print(f"{run_dir.name}: done before, reading {metrics_file}", flush=True)
         return 0
-    for stale in (metrics_file, *run_dir.glob("test_scores.json*")):  # a re-run writes its own
+    for stale in (metrics_file, run_dir / "fit_throughput.json", *run_dir.glob("test_scores.json*")):  # a re-run writes its own
         stale.unlink(missing_ok=True)
     for c in cmds:
         print("$ " + " ".join(c), flush=True)
@@ -230,14 +252,17 @@ def main(argv: list[str] | None = None) -> int:
             metrics = json.loads((run_dir / "test_metrics.json").read_text())
             if args.metric not in metrics:
                 raise KeyError(f"{run_dir / 'test_metrics.json'}: no '{args.metric}' (has {sorted(metrics)})")
-            records.append({"seed": seed, "fold": fold, "train_folds": [f for f in all_folds if f != fold],
-                            "metrics": metrics})
+            record = {"seed": seed, "fold": fold, "train_folds": [f for f in all_folds if f != fold],
+                      "metrics": metrics}
+            if (fit_file := run_dir / "fit_throughput.json").is_file():
+                record["fit"] = json.loads(fit_file.read_text())
+            records.append(record)
             print(f"seed {seed} fold {fold}: {args.metric} = {100 * metrics[args.metric]:.2f}%", flush=True)
     if records:
         results = {(r["seed"], r["fold"]): r["metrics"][args.metric] for r in records}
         lines = summarise(results, args.metric, cfg_path.stem) + [""] + metrics_table(records)
         ens, ens_lines = seed_ensembles(out, list(args.seeds), list(test_folds))
-        lines += ens_lines
+        lines += ens_lines + throughput_lines(records)
         if ens:
             (out / "ensembles.json").write_text(json.dumps(ens, indent=1))
         else:
