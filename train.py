@@ -20,7 +20,7 @@ import sys
 if __name__ == "__main__" and not sys.stdout.isatty():  # tqdm reads its TQDM_* defaults when imported
     os.environ.setdefault("TQDM_MININTERVAL", "30")
 from pathlib import Path
-from typing import Literal
+from typing import Literal, Union
 
 import lightning as L
 from lightning.pytorch.cli import LightningCLI, SaveConfigCallback
@@ -56,6 +56,13 @@ LINKED_FROM_DATA = (
     "num_node_features", "num_free_nodes", "num_relations",  # link prediction
     "rec_graph",  # recommendation: the training graph and item modalities
 )
+# Trainer arguments where an int counts batches and a float is a fraction (Lightning: ``1`` is one batch, ``1.0``
+# all of them). Their annotation ``Optional[Union[int, float]]`` reaches jsonargparse as ``Union[float, int,
+# None]`` (typing caches a Union by its set of members, so whichever order some library wrote first wins) and
+# jsonargparse tries the members in that order: ``--trainer.limit_val_batches 1`` became 1.0, every batch.
+# ``Union[int, float, None]`` written out has its own cache key: int first, as Lightning documents.
+INT_OR_FRACTION = ("limit_train_batches", "limit_val_batches", "limit_test_batches", "limit_predict_batches",
+                   "val_check_interval", "overfit_batches")
 
 
 class SaveConfigToLogger(SaveConfigCallback):
@@ -69,6 +76,9 @@ class SaveConfigToLogger(SaveConfigCallback):
 
 class AudioGNNCLI(LightningCLI):
     def add_arguments_to_parser(self, parser) -> None:
+        for action in parser._actions:  # jsonargparse has no public way to retype an added argument
+            if action.dest.removeprefix("trainer.") in INT_OR_FRACTION and hasattr(action, "_typehint"):
+                action._typehint = Union[int, float, None]
         for key in LINKED_FROM_DATA:
             parser.link_arguments(f"data.{key}", f"model.init_args.{key}", apply_on="instantiate")
         # the checkpoint callback has its own key: last.ckpt every epoch, the best by `monitor` beside it

@@ -90,6 +90,25 @@ def test_fit_validate_test_predict_end_to_end(tmp_path):
     assert record["file"] == str(wav) and [t["class"] for t in record["top"]] == top
 
 
+def test_a_batch_count_of_one_stays_one_batch(tmp_path):
+    """``--trainer.limit_val_batches 1`` is one batch (an int), ``1.0`` all of them, as Lightning documents, on
+    the command line and in a config file (jsonargparse used to try float first: ``1`` became 1.0, every batch)."""
+    extra = ["--trainer.limit_val_batches", "1", "--trainer.limit_train_batches", "0.5",
+             "--trainer.limit_test_batches", "1.0", "--trainer.val_check_interval", "1"]
+    args = _tiny_args(tmp_path, extra=extra)
+    cfg = yaml.safe_load(Path(args[1]).read_text())
+    cfg["trainer"]["limit_predict_batches"] = 1
+    Path(args[1]).write_text(yaml.safe_dump(cfg))
+    t = cli_main(["fit", *args], run=False).trainer
+    got = {k: getattr(t, k) for k in ("limit_val_batches", "limit_train_batches", "limit_test_batches",
+                                      "limit_predict_batches", "val_check_interval")}
+    assert got == {"limit_val_batches": 1, "limit_train_batches": 0.5, "limit_test_batches": 1.0,
+                   "limit_predict_batches": 1, "val_check_interval": 1}
+    assert {k: type(v) for k, v in got.items()} == {"limit_val_batches": int, "limit_train_batches": float,
+                                                    "limit_test_batches": float, "limit_predict_batches": int,
+                                                    "val_check_interval": int}
+
+
 def test_print_config_runs():
     r = subprocess.run([sys.executable, str(REPO / "train.py"), "fit", "--print_config"], capture_output=True,
                        text=True, timeout=120, cwd=REPO)
