@@ -23,6 +23,11 @@ recipe, its digest, a digest of the code, the load average and each test clip's 
 of the same recipe on the same code is read back, not repeated: re-run the same command to resume; a record
 without the scores, written before they were kept, is run again), ``table.md`` (also per fold, and the load
 average), ``confusion_<model>.png`` (summed over the runs) and ``confusion_<model>_ensemble.png`` to ``--out``.
+
+``--mix cnn+gnn`` adds an ensemble across models: per held-out fold, each clip's class scores averaged over every
+run of the named models (all their seeds, each run weighing the same), scored like one run, its training time the
+members' summed (``confusion_mix_<models>.png``). Nothing is chosen on the test fold: the members and their
+weights are fixed before the runs are scored.
 """
 
 from __future__ import annotations
@@ -268,12 +273,33 @@ def ensembles(runs: list[dict]) -> dict[tuple[str, int], dict]:
     return {k: ensemble(rs) for k, rs in by.items() if len(rs) > 1}
 
 
-def table(runs: list[dict], threads: int, folds: int | None = None, ens: dict | None = None) -> list[str]:
+def mix_name(spec: str) -> str:
+    return " + ".join(NAMES.get(m, m) for m in spec.split("+"))
+
+
+def mixes(runs: list[dict], specs: list[str]) -> dict[tuple[str, int], dict]:
+    """(spec, held-out fold) -> the ensemble of every run of the spec's models (``"cnn+gnn"``) on that fold, all
+    their seeds, each run weighing the same, where each of the models has a run with scores there; with
+    ``runs`` (members per fold) and ``minutes`` (their training time summed)."""
+    out = {}
+    for spec in specs:
+        models = spec.split("+")
+        for f in sorted({r["test_fold"] for r in runs}):
+            rs = [r for r in runs if r["model"] in models and r["test_fold"] == f and "test_scores" in r]
+            if {r["model"] for r in rs} == set(models):
+                out[spec, f] = {**ensemble(rs), "runs": len(rs),
+                                "minutes": sum(sum(r["epoch_seconds"]) for r in rs) / 60}
+    return out
+
+
+def table(runs: list[dict], threads: int, folds: int | None = None, ens: dict | None = None,
+          mix: dict | None = None) -> list[str]:
     """Markdown tables: per model, accuracy and macro-F1 (mean ± std over its runs: folds × seeds), best run,
     params, training seconds per epoch and minutes per run (a row short of ``folds`` folds says so); with two
     seeds or more, the ensemble of the seeds per held-out fold (mean ± std over the folds); then per held-out
     fold (mean over the seeds); then the load average. ``ens``: :func:`ensembles` of ``runs``, when the caller
-    has them already."""
+    has them already; ``mix``: :func:`mixes` of ``runs`` (ensembles across models), a table of their own and a row
+    each per fold."""
     names = list(dict.fromkeys(r["model"] for r in runs))
     seeds = sorted({r["seed"] for r in runs})
     multi = len(seeds) > 1
@@ -308,6 +334,19 @@ def table(runs: list[dict], threads: int, folds: int | None = None, ens: dict | 
             lines.append(f"| {NAMES.get(name, name)} | {nf} fold{'s' * (nf > 1)} × {ns} seeds | "
                          f"{_mean_sd([e['acc'] for e in es.values()])} | {_mean_sd([e['f1'] for e in es.values()])} "
                          f"| {es[best]['acc']:.3f} (fold {best}) | {min(minutes):.1f}–{max(minutes):.1f} |")
+    specs = list(dict.fromkeys(spec for spec, _ in (mix or {})))
+    if specs:
+        lines += ["", "| models: ensemble across models (mean of the class scores of all their runs) | runs per fold | "
+                  "test acc (mean ± std over folds) | macro-F1 (mean ± std) | best fold acc | "
+                  "train min per fold (members summed) |", "| --- | --- | --- | --- | --- | --- |"]
+        for spec in specs:
+            es = {f: e for (s, f), e in mix.items() if s == spec}
+            best = max(es, key=lambda f: es[f]["acc"])
+            minutes = [e["minutes"] for e in es.values()]
+            lines.append(f"| {mix_name(spec)} | {'–'.join(sorted({str(e['runs']) for e in es.values()}))} "
+                         f"({len(es)} fold{'s' * (len(es) > 1)}) | {_mean_sd([e['acc'] for e in es.values()])} | "
+                         f"{_mean_sd([e['f1'] for e in es.values()])} | {es[best]['acc']:.3f} (fold {best}) | "
+                         f"{min(minutes):.1f}–{max(minutes):.1f} |")
     fs = sorted({r["test_fold"] for r in runs})
     head = "acc / macro-F1" + (f", mean over {len(seeds)} seeds; ensemble acc" if multi else "") + ", whole-clip acc"
     lines += ["", f"| model ({head}) | " + " | ".join(f"fold {f} held out" for f in fs) + " |",
@@ -326,6 +365,9 @@ def table(runs: list[dict], threads: int, folds: int | None = None, ens: dict | 
                 cell += f" ({statistics.fmean(r['acc_whole'] for r in rs):.3f})"
             cells.append(cell)
         lines.append(f"| {NAMES.get(name, name)} | " + " | ".join(cells) + " |")
+    for spec in specs:
+        lines.append(f"| {mix_name(spec)} (ensemble across models) | " + " | ".join(
+            f"ens {mix[spec, f]['acc']:.3f} / {mix[spec, f]['f1']:.3f}" if (spec, f) in mix else "-" for f in fs) + " |")
     loads = [x for r in runs for x in (r.get("load_start", [None])[0], r.get("load_end", [None])[0]) if x is not None]
     if loads:
         lines += ["", f"load average (1 min) at the start / end of the runs: {min(loads):.1f} to {max(loads):.1f}, "
@@ -350,6 +392,9 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--seeds", "--seed", type=int, nargs="+", default=[0],
                    help="seeds: every model and held-out fold is trained once per seed; two or more also give "
                         "the ensemble of the seeds (the mean of their class scores per clip)")
+    p.add_argument("--mix", nargs="+", default=[], metavar="MODEL+MODEL",
+                   help="ensembles across models, e.g. cnn+gnn: per held-out fold, each clip's class scores averaged "
+                        "over every run of those models (each run weighs the same), scored like one run")
     p.add_argument("--jobs", type=int, default=1, help="runs trained at once, in worker processes")
     p.add_argument("--merge", nargs="+", default=[], help="also read finished runs from these --out directories")
     p.add_argument("--report", action="store_true", help="train nothing: the table of the finished models")
@@ -358,6 +403,14 @@ def main(argv: list[str] | None = None) -> int:
     args = p.parse_args(argv)
     if args.batch_size:
         args.set = [*args.set, f"data.batch_size={args.batch_size}"]
+
+    for spec in args.mix:
+        parts = spec.split("+")
+        if len(set(parts)) < 2 or not set(parts) <= set(args.models):
+            p.error(f"--mix {spec}: expected two or more of the models run here ({'+'.join(args.models)}), "
+                    "joined by +, each once")
+        if len(parts) != len(set(parts)):
+            p.error(f"--mix {spec}: a model named twice")
 
     import torch
 
@@ -441,10 +494,16 @@ def _bench(args, root: Path, out: Path, info: dict, test_folds: list[int], train
             plot_confusion_matrix(np.sum([np.array(e["cm"]) for e in es], axis=0), rs[0]["classes"],
                                   f"{NAMES[name]}, ensemble of its seeds, folds {test_folds} held out",
                                   out / f"confusion_{name}_ensemble.png")
-    lines = table(runs, args.threads, len(test_folds), ens)
+    mix = mixes(runs, args.mix)
+    for spec in args.mix:
+        if es := [e for (s, _), e in mix.items() if s == spec]:
+            plot_confusion_matrix(np.sum([np.array(e["cm"]) for e in es], axis=0), runs[0]["classes"],
+                                  f"{mix_name(spec)}, ensemble of their runs, folds {test_folds} held out",
+                                  out / f"confusion_mix_{spec.replace('+', '-')}.png")
+    lines = table(runs, args.threads, len(test_folds), ens, mix)
     (out / "table.md").write_text("\n".join(lines) + "\n")
     blocks = "\n".join(lines).split("\n\n")  # per fold and load: table.md, --report
-    print("\n" + "\n\n".join(blocks if args.report else blocks[: 1 + bool(ens)]))
+    print("\n" + "\n\n".join(blocks if args.report else blocks[: 1 + bool(ens) + bool(mix)]))
     print(f"chance accuracy: {1 / len(info['classes']):.3f}; per run: {results_file}; "
           f"tables: {out}/table.md; "
           f"confusion matrices: {out}/confusion_<model>.png", flush=True)

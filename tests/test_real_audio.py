@@ -190,3 +190,29 @@ def test_table_with_seeds_reports_runs_and_ensembles():
     assert "| CNN | 0.550 / 0.400; ens 1.000 | 0.600 / 0.400; ens 1.000 |" in text
     single = "\n".join(mod.table([r for r in runs if r["seed"] == 0], threads=1, folds=2))
     assert "ensemble" not in single and "| CNN | 2 folds × 1 seed | 0.500 ± 0.000 |" in single
+
+
+def test_mix_averages_every_run_of_the_named_models_per_fold(capsys):
+    """``--mix cnn+gnn``: per held-out fold, the class scores of every run of both models averaged (each run
+    weighing the same), scored like one run, its minutes the members' summed; a fold where one model has no run
+    has no mix; the table gives the row and the per-fold cell. A bad spec stops with an error naming it."""
+    mod = _bench()
+    keys, targets = ["a", "b", "c"], [0, 1, 1]
+    cnn = [[0.8, 0.2], [0.7, 0.3], [0.2, 0.8]]  # right: a, c
+    gnn = [[0.4, 0.6], [0.1, 0.9], [0.6, 0.4]]  # right: b
+    runs = [{**_record(0, keys, cnn, targets, fold), "acc": 2 / 3, "f1": 0.5, "params": 1, "epoch_seconds": [60.0]}
+            for fold in (1, 2)]
+    runs.append({**_record(0, keys, gnn, targets, 1), "model": "gnn", "acc": 1 / 3, "f1": 0.3, "params": 1,
+                 "epoch_seconds": [120.0, 120.0]})
+    mix = mod.mixes(runs, ["cnn+gnn"])
+    assert set(mix) == {("cnn+gnn", 1)}  # fold 2 has no GenreGNN run
+    # mean scores: a 0.6/0.4 -> 0 (right), b 0.4/0.6 -> 1 (right), c 0.4/0.6 -> 1 (right)
+    e = mix["cnn+gnn", 1]
+    assert e["acc"] == 1.0 and e["runs"] == 2 and e["minutes"] == 5.0 and e["cm"] == [[1, 0], [0, 2]]
+    text = "\n".join(mod.table(runs, threads=1, folds=2, mix=mix))
+    assert "| CNN + GenreGNN | 2 (1 fold) | 1.000 ± 0.000 | 1.000 ± 0.000 | 1.000 (fold 1) | 5.0–5.0 |" in text
+    assert "| CNN + GenreGNN (ensemble across models) | ens 1.000 / 1.000 | - |" in text
+    for bad in ("cnn", "cnn+cnn", "cnn+lhgnn"):
+        with pytest.raises(SystemExit):
+            mod.main(["--models", "cnn", "gnn", "--mix", bad, "--report", "--out", "/nonexistent/never"])
+        assert f"--mix {bad}:" in capsys.readouterr().err
