@@ -68,7 +68,8 @@ def test_ctrl_c_terminates_pool_removes_partial_keeps_previous_set(tmp_path, mak
     out = tmp_path / "out"
     make_shards(out, [4, 4])
     before = _files(out)
-    cmd = [sys.executable, "-m", "datamodules.prepare", "synthetic", "--train", "3000", "--val", "0", "--test", "0",
+    # 30,000 clips: far more than the pool writes before the Ctrl-C (3,000 finished first once, on an idle machine)
+    cmd = [sys.executable, "-m", "datamodules.prepare", "synthetic", "--train", "30000", "--val", "0", "--test", "0",
            "--out", str(out), "--workers", "2", "--quiet"]
     env = {**os.environ, "OMP_NUM_THREADS": "1", "PYTHONPATH": str(REPO)}
     proc = subprocess.Popen(cmd, cwd=REPO, env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
