@@ -406,11 +406,9 @@ def main(argv: list[str] | None = None) -> int:
 
     for spec in args.mix:
         parts = spec.split("+")
-        if len(set(parts)) < 2 or not set(parts) <= set(args.models):
+        if len(parts) < 2 or len(set(parts)) != len(parts) or not set(parts) <= set(args.models):
             p.error(f"--mix {spec}: expected two or more of the models run here ({'+'.join(args.models)}), "
                     "joined by +, each once")
-        if len(parts) != len(set(parts)):
-            p.error(f"--mix {spec}: a model named twice")
 
     import torch
 
