@@ -28,6 +28,13 @@ average), ``confusion_<model>.png`` (summed over the runs) and ``confusion_<mode
 run of the named models (all their seeds, each run weighing the same), scored like one run, its training time the
 members' summed (``confusion_mix_<models>.png``). Nothing is chosen on the test fold: the members and their
 weights are fixed before the runs are scored.
+
+UrbanSound8K cuts each source recording (a freesound ID, the first field of a clip's name
+``fsID-classID-occurrenceID-sliceID``) into up to dozens of 4 s clips, all of one fold: a held-out fold holds far
+fewer independent recordings than clips, and one long recording can weigh several points of a fold's accuracy.
+``--report`` (and ``table.md``) therefore also gives, per held-out fold, the clips, the source recordings and the
+largest one's share, and each model's accuracy with every source recording weighing the same (the mean over
+recordings of the accuracy on its clips): a figure beside the clip accuracy, never in its place.
 """
 
 from __future__ import annotations
@@ -292,12 +299,57 @@ def mixes(runs: list[dict], specs: list[str]) -> dict[tuple[str, int], dict]:
     return out
 
 
+def recording_of(key: str) -> str | None:
+    """The source recording (freesound ID) of an UrbanSound8K clip name ``fsID-classID-occurrenceID-sliceID``;
+    ``None`` for a name of another form."""
+    parts = key.split("-")
+    return parts[0] if len(parts) == 4 and all(p.isdigit() for p in parts) else None
+
+
+def recording_acc(record: dict) -> float | None:
+    """Accuracy with every source recording weighing the same: the mean over the held-out fold's recordings of
+    the accuracy on that recording's clips (``None`` when a clip name is not UrbanSound8K's)."""
+    hits: dict[str, list[bool]] = {}
+    for key, scores, target in zip(record["test_keys"], record["test_scores"], record["test_targets"]):
+        rec = recording_of(key)
+        if rec is None:
+            return None
+        hits.setdefault(rec, []).append(max(range(len(scores)), key=scores.__getitem__) == target)
+    return statistics.fmean(statistics.fmean(h) for h in hits.values()) if hits else None
+
+
+def recordings(runs: list[dict], names: list[str], fs: list[int]) -> list[str]:
+    """The held-out folds' source recordings (clips, recordings, the largest one's share) and each model's
+    :func:`recording_acc` per fold (mean over its runs); no lines when the clip names are not UrbanSound8K's."""
+    with_scores = [r for r in runs if "test_scores" in r]
+    per = {f: next((r["test_keys"] for r in with_scores if r["test_fold"] == f), None) for f in fs}
+    if not all(per.values()) or any(recording_of(k) is None for keys in per.values() for k in keys):
+        return []
+    lines = ["", "| held-out fold | clips | source recordings | largest recording: clips (share of the fold) | "
+             "five largest: share |", "| --- | --- | --- | --- | --- |"]
+    for f, keys in per.items():
+        sizes = sorted((sum(1 for k in keys if recording_of(k) == rec) for rec in {recording_of(k) for k in keys}),
+                       reverse=True)
+        lines.append(f"| {f} | {len(keys)} | {len(sizes)} | {sizes[0]} ({sizes[0] / len(keys):.1%}) | "
+                     f"{sum(sizes[:5]) / len(keys):.1%} |")
+    lines += ["", "| model (accuracy with every source recording weighing the same, mean over its runs) | "
+              + " | ".join(f"fold {f} held out" for f in fs) + " |", "| --- |" + " --- |" * len(fs)]
+    for name in names:
+        cells = []
+        for f in fs:
+            accs = [recording_acc(r) for r in with_scores if r["model"] == name and r["test_fold"] == f]
+            cells.append(f"{statistics.fmean(accs):.3f}" if accs else "-")
+        lines.append(f"| {NAMES.get(name, name)} | " + " | ".join(cells) + " |")
+    return lines
+
+
 def table(runs: list[dict], threads: int, folds: int | None = None, ens: dict | None = None,
           mix: dict | None = None) -> list[str]:
     """Markdown tables: per model, accuracy and macro-F1 (mean ± std over its runs: folds × seeds), best run,
     params, training seconds per epoch and minutes per run (a row short of ``folds`` folds says so); with two
     seeds or more, the ensemble of the seeds per held-out fold (mean ± std over the folds); then per held-out
-    fold (mean over the seeds); then the load average. ``ens``: :func:`ensembles` of ``runs``, when the caller
+    fold (mean over the seeds); then the held-out folds' source recordings and each model's accuracy with every
+    recording weighing the same (:func:`recordings`); then the load average. ``ens``: :func:`ensembles` of ``runs``, when the caller
     has them already; ``mix``: :func:`mixes` of ``runs`` (ensembles across models), a table of their own and a row
     each per fold."""
     names = list(dict.fromkeys(r["model"] for r in runs))
@@ -368,6 +420,7 @@ def table(runs: list[dict], threads: int, folds: int | None = None, ens: dict | 
     for spec in specs:
         lines.append(f"| {mix_name(spec)} (ensemble across models) | " + " | ".join(
             f"ens {mix[spec, f]['acc']:.3f} / {mix[spec, f]['f1']:.3f}" if (spec, f) in mix else "-" for f in fs) + " |")
+    lines += recordings(runs, names, fs)
     loads = [x for r in runs for x in (r.get("load_start", [None])[0], r.get("load_end", [None])[0]) if x is not None]
     if loads:
         lines += ["", f"load average (1 min) at the start / end of the runs: {min(loads):.1f} to {max(loads):.1f}, "

@@ -216,3 +216,23 @@ def test_mix_averages_every_run_of_the_named_models_per_fold(capsys):
         with pytest.raises(SystemExit):
             mod.main(["--models", "cnn", "gnn", "--mix", bad, "--report", "--out", "/nonexistent/never"])
         assert f"--mix {bad}:" in capsys.readouterr().err
+
+
+def test_recording_accuracy_weighs_every_source_recording_the_same():
+    """UrbanSound8K clip names ``fsID-classID-occurrenceID-sliceID``: a fold's clips grouped by source recording
+    (fsID), the largest one's share, and the accuracy with every recording weighing the same, against a count by
+    hand; names of another form give no such lines."""
+    mod = _bench()
+    # recording 100: four clips of class 0, one right; recording 7: one clip of class 1, right
+    keys = ["100-0-0-0", "100-0-0-1", "100-0-1-0", "100-0-1-1", "7-1-0-3"]
+    scores = [[0.9, 0.1], [0.2, 0.8], [0.3, 0.7], [0.4, 0.6], [0.1, 0.9]]
+    run = {**_record(0, keys, scores, [0, 0, 0, 0, 1]), "acc": 0.4, "f1": 0.4, "params": 1, "epoch_seconds": [60.0]}
+    assert [mod.recording_of(k) for k in keys] == ["100"] * 4 + ["7"]
+    assert mod.recording_of("a-b") is None and mod.recording_of("1-2-3") is None
+    assert mod.recording_acc(run) == (1 / 4 + 1) / 2  # 0.625, against 0.4 over clips
+    text = "\n".join(mod.table([run], threads=1, folds=1))
+    assert "| 3 | 5 | 2 | 4 (80.0%) | 100.0% |" in text
+    assert "| CNN | 0.625 |" in text
+    other = {**run, "test_keys": ["a", "b", "c", "d", "e"]}
+    assert mod.recording_acc(other) is None
+    assert "source recordings" not in "\n".join(mod.table([other], threads=1, folds=1))
