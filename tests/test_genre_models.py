@@ -129,6 +129,12 @@ def test_bad_input_raises():
         RNN(3, conv_channels=[])
     with pytest.raises(ValueError, match="time_pool must be an integer >= 1, got 0"):
         RNN(3, time_pool=0)
+    with pytest.raises(ValueError, match=r"cnn_channels must be .* got cnn_channels=\[8\], conv_channels=\[4\]"):
+        RNN(3, cnn_channels=[8], conv_channels=[4])
+    with pytest.raises(ValueError, match=r"cnn_channels must be .* got cnn_channels=\[\]"):
+        RNN(3, cnn_channels=[])
+    with pytest.raises(ValueError, match="cnn_bands must be an integer >= 1, got 0"):
+        RNN(3, cnn_channels=[8], cnn_bands=0)
 
 
 def test_rnn_time_pool_averages_frames_before_the_rnn():
@@ -159,6 +165,27 @@ def test_rnn_conv_frames_read_learned_features_of_every_frame():
     m(x).sum().backward()
     assert seen == [(2, 25, 6)]
     assert all(p.grad is not None and p.grad.abs().sum() > 0 for p in m.frames.parameters())
+    torch.testing.assert_close(m(x[1:]), m(x)[1:], rtol=1e-4, atol=1e-5)
+
+
+def test_crnn_reads_the_cnn_blocks_feature_map_step_by_step_with_bands_apart():
+    """With ``cnn_channels`` (a CRNN) the RNN's steps are the time positions of the CNN blocks' feature map (T / 2
+    per block), each step every (channel, band) mean of the map's bins in that band, checked against the map
+    computed by hand; the CNN blocks get gradients and clips stay independent."""
+    torch.manual_seed(0)
+    m = RNN(4, n_mels=16, hidden=8, cnn_channels=[3, 5], cnn_bands=2).eval()
+    assert m.rnn.input_size == 10 and m.norm.num_features == 10
+    seen = []
+    m.rnn.register_forward_hook(lambda mod, inp, out: seen.append(inp[0]))
+    x = torch.randn(2, 20, 16, requires_grad=True)
+    m(x).sum().backward()
+    h = m.cnn(x.detach().unsqueeze(1))  # [2, 5, 5, 4]: 20 frames and 16 bins halved twice
+    steps = torch.stack([torch.stack([h[:, c, t, 2 * b:2 * b + 2].mean(-1) for c in range(5) for b in range(2)], -1)
+                         for t in range(5)], 1)  # [2, 5 steps, 5 channels x 2 bands]
+    bn = m.norm
+    expected = (steps - bn.running_mean) / torch.sqrt(bn.running_var + bn.eps) * bn.weight + bn.bias
+    torch.testing.assert_close(seen[0], expected, rtol=1e-5, atol=1e-5)
+    assert all(p.grad is not None and p.grad.abs().sum() > 0 for p in m.cnn.parameters())
     torch.testing.assert_close(m(x[1:]), m(x)[1:], rtol=1e-4, atol=1e-5)
 
 
