@@ -60,7 +60,7 @@ os.environ.setdefault("WANDB_MODE", "disabled")
 from bench.genre_compare import EpochTimer, _callable, _trainer  # noqa: E402
 
 MODELS = ("cnn", "rnn", "gnn", "lhgnn")
-NAMES = {"cnn": "CNN", "rnn": "RNN (BiLSTM)", "gnn": "GenreGNN", "lhgnn": "LHGNN-xs"}
+NAMES = {"cnn": "CNN", "rnn": "RNN (CRNN)", "gnn": "GenreGNN", "lhgnn": "LHGNN-xs"}
 
 
 #: the recipe's trainer callbacks that change the trained weights, and so the result: the bench keeps them
