@@ -49,6 +49,7 @@ import os
 import statistics
 import sys
 import time
+from collections import Counter
 from concurrent.futures import ProcessPoolExecutor, as_completed
 from contextlib import nullcontext
 from pathlib import Path
@@ -328,8 +329,7 @@ def recordings(runs: list[dict], names: list[str], fs: list[int]) -> list[str]:
     lines = ["", "| held-out fold | clips | source recordings | largest recording: clips (share of the fold) | "
              "five largest: share |", "| --- | --- | --- | --- | --- |"]
     for f, keys in per.items():
-        sizes = sorted((sum(1 for k in keys if recording_of(k) == rec) for rec in {recording_of(k) for k in keys}),
-                       reverse=True)
+        sizes = sorted(Counter(map(recording_of, keys)).values(), reverse=True)
         lines.append(f"| {f} | {len(keys)} | {len(sizes)} | {sizes[0]} ({sizes[0] / len(keys):.1%}) | "
                      f"{sum(sizes[:5]) / len(keys):.1%} |")
     lines += ["", "| model (accuracy with every source recording weighing the same, mean over its runs) | "
@@ -349,9 +349,9 @@ def table(runs: list[dict], threads: int, folds: int | None = None, ens: dict | 
     params, training seconds per epoch and minutes per run (a row short of ``folds`` folds says so); with two
     seeds or more, the ensemble of the seeds per held-out fold (mean ± std over the folds); then per held-out
     fold (mean over the seeds); then the held-out folds' source recordings and each model's accuracy with every
-    recording weighing the same (:func:`recordings`); then the load average. ``ens``: :func:`ensembles` of ``runs``, when the caller
-    has them already; ``mix``: :func:`mixes` of ``runs`` (ensembles across models), a table of their own and a row
-    each per fold."""
+    recording weighing the same (:func:`recordings`); then the load average. ``ens``: :func:`ensembles` of
+    ``runs``, when the caller has them already; ``mix``: :func:`mixes` of ``runs`` (ensembles across models), a
+    table of their own and a row each per fold."""
     names = list(dict.fromkeys(r["model"] for r in runs))
     seeds = sorted({r["seed"] for r in runs})
     multi = len(seeds) > 1
