@@ -17,6 +17,7 @@ C, B, T, F = 5, 3, 64, 32
 BACKBONES = {
     "lhgnn-tiny": partial(LHGNN, size="tiny", freq_num=F, time_num=T),
     "lhgnn-xs": partial(LHGNN, size="xs", freq_num=F, time_num=T),
+    "lhgnn-freq-bands": partial(LHGNN, size="tiny", freq_num=F, time_num=T, freq_bands=2),
     "cnn": partial(CNN, channels=(4, 8), dropout=0.2),
     "cnn-freq-bands": partial(CNN, channels=(4, 8), dropout=0.2, freq_bands=4),
     "cnn-time-pool": partial(CNN, channels=(4, 8), dropout=0.2, freq_bands=2, time_pool=2),
@@ -81,6 +82,30 @@ def test_cnn_freq_bands_keep_the_bands_apart():
     assert m.embed_dim == 2 * 8 * 2
     with pytest.raises(ValueError, match="freq_bands"):
         CNN(C, freq_bands=0)
+
+
+def test_lhgnn_freq_bands_keep_the_bands_apart():
+    """LHGNN ``freq_bands``: the neck reads the mean and max over time of each band of the stage-4 map."""
+    torch.manual_seed(0)
+    m = LHGNN(C, size="tiny", freq_num=128, time_num=T, freq_bands=2).eval()
+    maps = []
+    m.stages[-1][-1].register_forward_hook(lambda mod, inp, out: maps.append(out))  # the last block
+    x = torch.randn(B, T, 128, generator=torch.Generator().manual_seed(1))
+    with torch.no_grad():
+        z = m.embed(x)
+    h = maps[0]  # [B, 64, 128/32 = 4 rows, T/32 = 2]: band i is the mean of rows 2i and 2i + 1
+    assert h.shape == (B, 64, 4, 2)
+    want = []
+    for b in range(B):
+        bands = [h[b, :, 2 * i:2 * i + 2].mean(1) for i in range(2)]  # [64, T'] each
+        mean = torch.stack([band.mean(-1) for band in bands], -1)  # [64, 2]
+        mx = torch.stack([band.amax(-1) for band in bands], -1)
+        want.append(torch.cat([mean, mx]).flatten())
+    with torch.no_grad():
+        torch.testing.assert_close(z, m.neck(torch.stack(want)[..., None, None]).flatten(1))
+    assert m.neck[0].in_channels == 2 * 64 * 2
+    with pytest.raises(ValueError, match="freq_bands"):
+        LHGNN(C, size="tiny", freq_bands=0)
 
 
 def test_cnn_time_pool_averages_frame_pairs_first():

@@ -168,6 +168,10 @@ class LHGNN(AudioBackbone):
         drop_path: final drop-path rate, linear from 0 (default 0.1). dropout: before the classifier (default 0).
         freq_num, time_num: input size the position embedding is built for (default 128 x 1024, §III-A).
         stem: ``"official"`` (3 convs, default) or ``"paper"`` (4 convs, §II-A text).
+        freq_bands: ``None`` (default, the paper's global average pool) or a number of frequency bands: the
+            stage-4 map is average-pooled over frequency into that many bands that stay apart and the neck
+            reads the mean and max over time of each (channel, band), ``2 C4 · freq_bands`` features, as the
+            CNN baseline's ``freq_bands`` (not in the paper: global pooling is shift-invariant in frequency).
         relative_pos: ViG's relative-position term in the k-NN distance (default True).
         checkpoint_blocks: activation checkpointing of every Grapher and ConvFFN in training (default False):
             only block inputs are kept and each block, its k-NN and clustering included, is run again in the
@@ -202,6 +206,7 @@ class LHGNN(AudioBackbone):
         freq_num: int = 128,
         time_num: int = 1024,
         stem: str = "official",
+        freq_bands: int | None = None,
         relative_pos: bool = True,
         checkpoint_blocks: bool = False,
     ):
@@ -217,6 +222,9 @@ class LHGNN(AudioBackbone):
         chans, depths = cfg["channels"], cfg["depths"]
         if len(chans) != 4 or len(depths) != 4 or len(reduce_ratios) != 4:
             raise ValueError(f"LHGNN: channels {chans}, depths {depths}, reduce_ratios {reduce_ratios} need 4 stages")
+        if freq_bands is not None and (not isinstance(freq_bands, int) or freq_bands < 1):
+            raise ValueError(f"LHGNN freq_bands must be None or an integer >= 1, got {freq_bands!r}")
+        self.freq_bands = freq_bands
         if any(c % 4 for c in chans):
             raise ValueError(f"LHGNN: channels {chans} must be divisible by 4 (grouped conv, sin-cos position)")
         self.num_classes, self.channels, self.depths = num_classes, chans, depths
@@ -243,7 +251,8 @@ class LHGNN(AudioBackbone):
                 idx += 1
             stages.append(nn.Sequential(*blocks))
         self.stages = nn.Sequential(*stages)
-        self.neck = nn.Sequential(nn.Conv2d(chans[-1], self.embed_dim, 1), nn.BatchNorm2d(self.embed_dim), nn.GELU())
+        pooled = chans[-1] * (2 * freq_bands if freq_bands else 1)
+        self.neck = nn.Sequential(nn.Conv2d(pooled, self.embed_dim, 1), nn.BatchNorm2d(self.embed_dim), nn.GELU())
         self.head = nn.Sequential(nn.Dropout(dropout), nn.Linear(self.embed_dim, num_classes))  # classifier
         self._init_weights()
         self._register_load_state_dict_pre_hook(_old_head_keys)
@@ -262,7 +271,7 @@ class LHGNN(AudioBackbone):
         return F.interpolate(self.pos_embed, size=(h, w), mode="bicubic", align_corners=False)
 
     def features(self, x: torch.Tensor) -> torch.Tensor:
-        """x [B, T, F] -> pooled stage-4 features [B, C4, 1, 1]."""
+        """x [B, T, F] -> pooled stage-4 features [B, C4, 1, 1] ([B, 2 C4 · freq_bands, 1, 1] with bands)."""
         if x.ndim != 3:
             raise ValueError(f"LHGNN expects log-mel [B, T, F], got shape {tuple(x.shape)}")
         x = x.transpose(1, 2).unsqueeze(1)  # [B, 1, F, T]: mel is the height, time the width
@@ -271,7 +280,10 @@ class LHGNN(AudioBackbone):
         for stage in self.stages:
             for block in stage:
                 x = self._run(block, x)  # [B, C4, F/32, T/32] at the end
-        return F.adaptive_avg_pool2d(x, 1)
+        if self.freq_bands is None:
+            return F.adaptive_avg_pool2d(x, 1)
+        h = F.adaptive_avg_pool2d(x, (self.freq_bands, x.shape[-1]))  # [B, C4, bands, T/32]
+        return torch.cat([h.mean(-1), h.amax(-1)], dim=1).flatten(1)[..., None, None]
 
     def _run(self, block: nn.Module, x: torch.Tensor) -> torch.Tensor:
         if not (self.checkpoint_blocks and self.training and torch.is_grad_enabled()):
