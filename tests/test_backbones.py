@@ -18,7 +18,6 @@ BACKBONES = {
     "lhgnn-tiny": partial(LHGNN, size="tiny", freq_num=F, time_num=T),
     "lhgnn-xs": partial(LHGNN, size="xs", freq_num=F, time_num=T),
     "lhgnn-freq-bands": partial(LHGNN, size="tiny", freq_num=F, time_num=T, freq_bands=2),
-    "lhgnn-position-freq": partial(LHGNN, size="tiny", freq_num=F, time_num=T, position="freq"),
     "cnn": partial(CNN, channels=(4, 8), dropout=0.2),
     "cnn-freq-bands": partial(CNN, channels=(4, 8), dropout=0.2, freq_bands=4),
     "cnn-time-pool": partial(CNN, channels=(4, 8), dropout=0.2, freq_bands=2, time_pool=2),

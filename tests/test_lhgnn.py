@@ -60,40 +60,6 @@ def test_bad_input_raises():
         LHGNN(3, size="xl")
 
 
-@pytest.mark.parametrize("position", ["grid", "freq", "none"])
-def test_position_embedding_is_what_the_stages_receive(position):
-    """``position``: what the first block receives minus the stem's output is the learnable embedding: one
-    vector per (row, step) for "grid", one per row, the same at every time step, for "freq", nothing for "none"."""
-    torch.manual_seed(0)
-    m = LHGNN(4, size="tiny", freq_num=64, time_num=96, position=position).eval()
-    if m.pos_embed is not None:
-        with torch.no_grad():
-            m.pos_embed.normal_()
-    seen = {}
-    m.stem.register_forward_hook(lambda mod, inp, out: seen.setdefault("stem", out))
-    m.stages[0][0].register_forward_pre_hook(lambda mod, inp: seen.setdefault("block", inp[0]))
-    with torch.no_grad():
-        m(torch.randn(2, 96, 64))
-    added = seen["block"] - seen["stem"]  # [2, 16, 16, 24]
-    if position == "none":
-        assert m.pos_embed is None and added.abs().max() == 0
-        return
-    want = m.pos_embed.expand(2, 16, 16, 24)
-    torch.testing.assert_close(added, want)
-    if position == "freq":
-        assert m.pos_embed.shape == (1, 16, 16, 1)
-        torch.testing.assert_close(added, added[..., :1].expand_as(added))  # the same at every step
-    else:
-        assert m.pos_embed.shape == (1, 16, 16, 24) and not torch.allclose(added, added[..., :1].expand_as(added))
-    with torch.no_grad():  # another length: "freq" needs no resizing, "grid" resizes bicubically
-        m(torch.randn(2, 40, 64))
-
-
-def test_bad_position_raises():
-    with pytest.raises(ValueError, match="position 'time'"):
-        LHGNN(3, size="tiny", position="time")
-
-
 def test_bf16_autocast_forward_and_backward():
     m = LHGNN(4, size="tiny").train()
     x = torch.randn(2, 64, 64)

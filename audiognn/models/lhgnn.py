@@ -172,10 +172,6 @@ class LHGNN(AudioBackbone):
             stage-4 map is average-pooled over frequency into that many bands that stay apart and the neck
             reads the mean and max over time of each (channel, band), ``2 C4 · freq_bands`` features, as the
             CNN baseline's ``freq_bands`` (not in the paper: global pooling is shift-invariant in frequency).
-        position: the learnable position embedding added after the stem: ``"grid"`` (default, official: one
-            vector per stem cell, ``freq_num/4 x time_num/4``), ``"freq"`` (one per frequency row, the same at
-            every time step: the model stays shift-invariant in time, where a clip cut from a longer recording
-            has no origin) or ``"none"``. ``"freq"`` and ``"none"`` are not in the paper.
         relative_pos: ViG's relative-position term in the k-NN distance (default True).
         checkpoint_blocks: activation checkpointing of every Grapher and ConvFFN in training (default False):
             only block inputs are kept and each block, its k-NN and clustering included, is run again in the
@@ -211,7 +207,6 @@ class LHGNN(AudioBackbone):
         time_num: int = 1024,
         stem: str = "official",
         freq_bands: int | None = None,
-        position: str = "grid",
         relative_pos: bool = True,
         checkpoint_blocks: bool = False,
     ):
@@ -237,11 +232,7 @@ class LHGNN(AudioBackbone):
         self.freq_num, self.time_num = freq_num, time_num
 
         self.stem = make_stem(chans[0], stem)
-        grids = {"grid": (math.ceil(freq_num / 4), math.ceil(time_num / 4)), "freq": (math.ceil(freq_num / 4), 1)}
-        if position not in (*grids, "none"):
-            raise ValueError(f"LHGNN position {position!r} is not one of {(*grids, 'none')}")
-        self.position = position
-        self.pos_embed = nn.Parameter(torch.zeros(1, chans[0], *grids[position])) if position in grids else None
+        self.pos_embed = nn.Parameter(torch.zeros(1, chans[0], math.ceil(freq_num / 4), math.ceil(time_num / 4)))
 
         total = sum(depths)
         rates = [drop_path * i / max(1, total - 1) for i in range(total)]  # linear 0 -> drop_path
@@ -274,12 +265,7 @@ class LHGNN(AudioBackbone):
                 if m.bias is not None:
                     nn.init.zeros_(m.bias)
 
-    def _position(self, h: int, w: int) -> torch.Tensor | float:
-        if self.pos_embed is None:
-            return 0.0
-        if self.position == "freq":  # [1, C0, h, 1], broadcast over time
-            return self.pos_embed if self.pos_embed.shape[-2] == h else F.interpolate(
-                self.pos_embed, size=(h, 1), mode="bicubic", align_corners=False)
+    def _position(self, h: int, w: int) -> torch.Tensor:
         if self.pos_embed.shape[-2:] == (h, w):
             return self.pos_embed
         return F.interpolate(self.pos_embed, size=(h, w), mode="bicubic", align_corners=False)
